@@ -1,0 +1,15 @@
+"""netfit: define, train, evaluate and ship feed-forward networks from a small TOML spec.
+
+>>> import netfit
+>>> run = netfit.fit({"data": {"dataset": "mnist-sample"}, "train": {"epochs": 3}})  # doctest: +SKIP
+>>> run.metrics["test_accuracy"]  # doctest: +SKIP
+"""
+
+from .api import Run, build_model, fit, load
+from .errors import NetfitError
+from .spec import Spec, load_spec
+from .trained import TrainedModel
+
+__version__ = "0.1.0"
+
+__all__ = ["Spec", "load_spec", "fit", "load", "build_model", "Run", "TrainedModel", "NetfitError", "__version__"]

@@ -1,0 +1,169 @@
+"""The Python API: ``fit``, ``load`` and ``build_model``. The CLI is a thin face over these."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+import sys
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import NetfitError
+from .losses import build_loss
+from .model import build_network, count_parameters
+from .optim import build_optimizer
+from .prepare import PreparedData, prepare, resolve_widths
+from .progress import Progress
+from .rundir import check_writable, read_run, write_run
+from .spec import CrossEntropy, BCE, MSE, Spec, load_spec, spec_from_dict
+from .train import History, evaluate_split, fit_network
+from .trained import TrainedModel
+
+__all__ = ["Run", "fit", "load", "build_model", "as_spec", "resolve_device"]
+
+_DEFAULT_LOSS = {"classification": CrossEntropy(name="cross_entropy"), "binary": BCE(name="bce"),
+                 "regression": MSE(name="mse")}
+
+
+@dataclass
+class Run:
+    """The result of :func:`fit`: where it was saved, its metrics, its history and the model."""
+
+    run_dir: Path | None
+    spec: Spec
+    metrics: dict[str, float]
+    history: History
+    model: TrainedModel
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Shortcut for ``run.model.predict(X)``."""
+        return self.model.predict(X)
+
+
+def as_spec(spec: Spec | dict[str, Any] | str | Path) -> Spec:
+    """A validated Spec from a Spec, a plain dict, or the path of a TOML file."""
+    if isinstance(spec, Spec):
+        return spec
+    if isinstance(spec, dict):
+        return spec_from_dict(spec)
+    if isinstance(spec, (str, Path)):
+        return load_spec(spec)
+    raise TypeError(f"spec must be a Spec, a dict or a path, not {type(spec).__name__}")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``train.device`` -> a torch device; "auto" picks CUDA, then MPS, then the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise NetfitError('train.device = "cuda" but this torch sees no CUDA GPU; use "auto" or "cpu"')
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise NetfitError('train.device = "mps" but MPS is not available here; use "auto" or "cpu"')
+    return torch.device(name)
+
+
+def build_model(spec: Spec | dict[str, Any] | str | Path, input_size: int | None = None,
+                output_size: int | None = None) -> nn.Module:
+    """The spec's network as a plain ``nn.Module`` (untrained, returning logits).
+
+    ``"auto"`` widths are taken from ``input_size``/``output_size`` when given, else from the
+    spec's data (which is then loaded).
+    """
+    spec = as_spec(spec)
+    if input_size is None or output_size is None:
+        if spec.model.module is None:
+            auto_in, auto_out = resolve_widths(spec)
+            input_size = input_size or auto_in
+            output_size = output_size or auto_out
+    return build_network(spec.model, input_size or 0, output_size or 0)
+
+
+def fit(spec: Spec | dict[str, Any] | str | Path, X: Any = None, y: Any = None, *,
+        out: str | Path | None = "runs", progress: TextIO | None = sys.stdout) -> Run:
+    """Train the spec's network and, unless ``out`` is None, save a new run directory under ``out``.
+
+    ``X`` and ``y`` (NumPy arrays or tensors) replace the spec's data source when given.
+    Returns a :class:`Run` with the final metrics and a :class:`TrainedModel`.
+    """
+    spec = as_spec(spec)
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None:
+        check_writable(out_dir)  # fail in a second, not after an hour of training
+    device = resolve_device(spec.train.device)
+    data = prepare(spec, X, y)
+    prep = data.preparation
+    reporter = Progress(progress)
+
+    torch.manual_seed(spec.train.seed)  # initial weights and dropout masks
+    network = build_network(spec.model, prep.input_size, prep.output_size).to(device)
+    loss_options = spec.train.loss or _DEFAULT_LOSS[prep.task]
+    loss_fn = build_loss(loss_options, data.train.y, prep.output_size).to(device)
+    optimizer = build_optimizer(network.parameters(), spec.train.optimizer, spec.train.lr,
+                                spec.train.weight_decay)
+    reporter.note(f"netfit: {prep.task} on {prep.dataset}: {len(data.train)} train, "
+                  f"{len(data.val) if data.val else 0} val, {len(data.test) if data.test else 0} test rows; "
+                  f"{count_parameters(network):,} parameters on {device}")
+
+    history = fit_network(network, loss_fn, optimizer, data.train, data.val, spec.train, prep.task, device,
+                          reporter)
+    model = TrainedModel(network, spec, prep)
+    metrics = _final_metrics(model, loss_fn, data, history, device)
+    model.metrics = metrics
+    run_dir = None
+    if out_dir is not None:
+        name = f"{_slug(prep.dataset)}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run_dir = write_run(out_dir, name, network, spec, prep, history, metrics, str(device))
+        model.run_dir = run_dir
+    return Run(run_dir, spec, metrics, history, model)
+
+
+def load(path: str | Path, module: type[nn.Module] | None = None) -> TrainedModel:
+    """Load a run directory as a :class:`TrainedModel`, after verifying every file's hash.
+
+    Nothing is unpickled and no code is imported: a run trained with a custom ``model.module``
+    needs that class passed explicitly as ``module``.
+    """
+    files = read_run(path)
+    spec, prep = files.spec, files.preparation
+    if spec.model.module is not None:
+        if module is None:
+            raise NetfitError(f"run {str(path)!r} uses your own module {spec.model.module!r}; loading never "
+                              "imports code, so pass the class: netfit.load(path, module=YourClass)")
+        network = module(**spec.model.kwargs)
+    else:
+        network = build_network(spec.model, prep.input_size, prep.output_size)
+    try:
+        network.load_state_dict(files.state_dict, strict=True)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        raise NetfitError(f"{files.path}: the weights do not fit the network its spec describes "
+                          f"({first[1].strip() if len(first) > 1 else first[0]})") from None
+    return TrainedModel(network, spec, prep, files.metrics, files.path)
+
+
+def _final_metrics(model: TrainedModel, loss_fn: nn.Module, data: PreparedData, history: History,
+                   device: torch.device) -> dict[str, float]:
+    metrics: dict[str, float] = {"train_loss": history.epochs[-1].train_loss, "epochs": len(history.epochs)}
+    for part, split in (("val", data.val), ("test", data.test)):
+        if split is None:
+            continue
+        loss, _ = evaluate_split(model.network, loss_fn, split, model.task, device)
+        metrics[f"{part}_loss"] = loss
+        report = model.report(split.X, split.y)
+        for key in ("accuracy", "macro_f1", "mae", "rmse", "r2"):
+            if key in report:
+                metrics[f"{part}_{key}"] = report[key]
+    return metrics
+
+
+def _slug(name: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_" else "-" for c in name)
+    return keep.strip("-") or "run"

@@ -1,0 +1,331 @@
+"""The ``netfit`` command: a thin face over the Python API.
+
+The CLI turns arguments into a spec (``--set`` writes into the same fields a TOML file does)
+and calls ``fit``, ``load`` and friends. User errors become one line on stderr and exit code 2;
+``--debug`` shows the traceback instead. Anything else is a bug and exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import NetfitError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_BUG, EXIT_USER = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (and exit 2), like every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise NetfitError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+
+    parser = _Parser(prog="netfit", parents=[common],
+                     description="Define, train, evaluate and ship feed-forward networks from a TOML spec.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("train", parents=[common], help="train a network and save a new run directory",
+                       description="Train the spec's network. With no SPEC: the tutorials' MNIST network "
+                                   "(784-512-256-10, ReLU, cross-entropy, Adam at 1e-3, batch 64) on mnist-sample.")
+    p.add_argument("spec", nargs="?", type=Path, help="TOML spec file (default: the tutorials' MNIST network)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec field, e.g. --set train.lr=3e-4 --set model.hidden=[256,128]")
+    p.add_argument("--out", type=Path, default=Path("runs"), help="folder that receives the run (default: runs)")
+    p.add_argument("--data-dir", type=Path, help="folder with IDX files for mnist, fashion-mnist, kmnist")
+    p.add_argument("--json", action="store_true", help="print one JSON object (run_dir, metrics) on stdout")
+    p.add_argument("--quiet", action="store_true", help="print no per-epoch lines")
+
+    p = sub.add_parser("evaluate", parents=[common], help="report a run's metrics on its test rows or other data")
+    p.add_argument("run", type=Path, help="run directory")
+    p.add_argument("--data", type=Path, help="labelled data file to evaluate on (default: the run's test part)")
+    p.add_argument("--data-dir", type=Path, help="folder with IDX files for mnist, fashion-mnist, kmnist")
+    p.add_argument("--json", action="store_true", help="print one JSON object (run_dir, metrics, report)")
+    p.add_argument("--trust-module", action="store_true",
+                   help="import the custom model.module the run names (only for runs you trust)")
+
+    p = sub.add_parser("predict", parents=[common], help="predict labels (or values) for new rows or images")
+    p.add_argument("run", type=Path, help="run directory")
+    p.add_argument("input", type=Path, help="rows to predict: CSV, .npy, .npz or IDX images")
+    p.add_argument("-o", "--output", type=Path, help="write a CSV here instead of to stdout")
+    p.add_argument("--proba", action="store_true", help="add one probability column per class")
+    p.add_argument("--format", choices=["idx", "csv", "npz", "npy"], help="input format (default: from the suffix)")
+    p.add_argument("--trust-module", action="store_true",
+                   help="import the custom model.module the run names (only for runs you trust)")
+
+    p = sub.add_parser("summary", parents=[common], help="layer table with output shapes and parameter counts")
+    p.add_argument("target", type=Path, help="a TOML spec or a run directory")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec field")
+
+    p = sub.add_parser("init", parents=[common], help="write an annotated starter spec")
+    p.add_argument("path", nargs="?", type=Path, default=Path("netfit.toml"), help="where (default: netfit.toml)")
+    p.add_argument("--force", action="store_true", help="replace an existing file")
+
+    p = sub.add_parser("schema", parents=[common], help="print the spec's JSON Schema (for editors)")
+    p.add_argument("-o", "--output", type=Path, help="write it to this file")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``netfit`` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = _build_parser().parse_args(argv)
+        if args.command is None:
+            _build_parser().print_help()
+            return EXIT_USER
+        return _COMMANDS[args.command](args)
+    except NetfitError as err:
+        if debug:
+            traceback.print_exc()
+        print(f"netfit: error: {err}", file=sys.stderr)
+        return EXIT_USER
+    except KeyboardInterrupt:
+        print("netfit: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # a bug in netfit, not the user's input
+        if debug:
+            traceback.print_exc()
+        print(f"netfit: internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback "
+              "and report it)", file=sys.stderr)
+        return EXIT_BUG
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .api import fit
+    from .spec import apply_overrides, default_spec_dict, load_spec, spec_from_dict
+
+    overrides = list(args.overrides)
+    if args.data_dir is not None:
+        overrides.append(f"data.data_dir={json.dumps(str(args.data_dir))}")
+    if args.spec is not None:
+        spec = load_spec(args.spec, overrides)
+    else:
+        spec = spec_from_dict(apply_overrides(default_spec_dict(), overrides), source="default spec")
+    # With --json, stdout carries only the JSON object; progress goes to stderr.
+    progress = None if args.quiet else (sys.stderr if args.json else sys.stdout)
+    run = fit(spec, out=args.out, progress=progress)
+    if args.json:
+        print(json.dumps({"run_dir": str(run.run_dir), "metrics": run.metrics}))
+    else:
+        print(_metrics_line(run.metrics))
+        print(f"saved run to {run.run_dir}")
+    return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    model = _load_model(args.run, args.trust_module)
+    if args.data is not None:
+        from .data import read_table
+
+        X, y = read_table(args.data, target=model.spec.data.target)
+        if y is None:
+            raise NetfitError(f"{args.data} has no targets to evaluate against; give a labelled file")
+        report = model.evaluate(X, y)
+        source = str(args.data)
+    else:
+        report, source = _evaluate_test_part(model, args.data_dir), "the run's test part"
+    prefix = "test_" if args.data is None else ""
+    metrics = {f"{prefix}{k}": v for k, v in report.items() if isinstance(v, (int, float)) and k != "rows"}
+    if args.json:
+        print(json.dumps({"run_dir": str(args.run), "data": source, "metrics": metrics, "report": report}))
+    else:
+        print(_format_report(report, model.task, source))
+    return EXIT_OK
+
+
+def _evaluate_test_part(model, data_dir: Path | None) -> dict[str, Any]:
+    from .data import load_raw
+
+    data_spec = model.spec.data
+    if data_spec.dataset is None and data_spec.path is None:
+        raise NetfitError("this run was trained on in-memory arrays; pass labelled rows with --data FILE")
+    if data_dir is not None:
+        data_spec = data_spec.model_copy(update={"data_dir": data_dir})
+    raw = load_raw(data_spec)
+    if raw.X_test is None:
+        raise NetfitError("the run's data has no test part (no data.test_path or data.test_fraction); "
+                          "pass labelled rows with --data FILE")
+    return model.evaluate(raw.X_test, raw.y_test)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .data import read_table
+
+    model = _load_model(args.run, args.trust_module)
+    target = model.spec.data.target
+    # A CSV may still carry its target column; it is dropped rather than read as a feature.
+    has_target = target is not None and _csv_has_column(args.input, target, args.format)
+    X, _ = read_table(args.input, format=args.format, target=target if has_target else None)
+    prediction = model.predict(X)
+    header = ["prediction"]
+    columns: list[Any] = [prediction.tolist()]
+    if model.task != "regression" and not model.preparation.text_labels and model.classes != [
+            str(i) for i in range(len(model.classes or []))]:
+        header.append("label")
+        columns.append([model.classes[int(i)] for i in prediction])
+    if args.proba:
+        if model.task == "regression":
+            raise NetfitError("--proba is for classification runs; this run does regression")
+        proba = model.predict_proba(X)
+        header += [f"proba_{c}" for c in model.classes]
+        columns += [[f"{p:.6f}" for p in proba[:, j]] for j in range(proba.shape[1])]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows(zip(*columns))
+    if args.output is None:
+        sys.stdout.write(buffer.getvalue())
+    else:
+        _write_atomic(args.output, buffer.getvalue())
+        print(f"wrote {len(prediction)} predictions to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from .model import build_network, count_parameters, layer_table
+
+    if args.target.is_dir():
+        from .api import load
+
+        model = load(args.target)
+        network, spec, input_size = model.network, model.spec, model.preparation.input_size
+    else:
+        from .prepare import resolve_widths
+        from .spec import load_spec
+
+        spec = load_spec(args.target, args.overrides)
+        if spec.model.module is not None:
+            raise NetfitError("summary builds netfit's own layers; a custom model.module is not shown")
+        input_size, output_size = resolve_widths(spec)
+        network = build_network(spec.model, input_size, output_size)
+    rows = layer_table(network, input_size)
+    name_w = max(len("layer"), *(len(r[0]) for r in rows))
+    type_w = max(len("type"), *(len(r[1]) for r in rows))
+    print(f"{'layer':<{name_w}}  {'type':<{type_w}}  {'output shape':<14}  {'params':>10}")
+    print(f"{'input':<{name_w}}  {'':<{type_w}}  {str(('batch', input_size)):<14}  {0:>10,}")
+    for name, kind, shape, params in rows:
+        shown = str(("batch",) + tuple(shape[1:]))
+        print(f"{name:<{name_w}}  {kind:<{type_w}}  {shown:<14}  {params:>10,}")
+    print(f"total trainable parameters: {count_parameters(network):,}")
+    return EXIT_OK
+
+
+def _init(args: argparse.Namespace) -> int:
+    from .starter import STARTER_SPEC
+
+    if args.path.exists() and not args.force:
+        raise NetfitError(f"{args.path} already exists; choose another path or pass --force to replace it")
+    _write_atomic(args.path, STARTER_SPEC)
+    print(f"wrote {args.path}; train it with: netfit train {args.path}")
+    return EXIT_OK
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from .spec import spec_json_schema
+
+    text = json.dumps(spec_json_schema(), indent=2) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        _write_atomic(args.output, text)
+    return EXIT_OK
+
+
+_COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "summary": _summary, "init": _init,
+             "schema": _schema}
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _load_model(run: Path, trust_module: bool):
+    from .api import load
+    from .model import import_module_class
+    from .rundir import read_run
+
+    if trust_module:
+        files = read_run(run)
+        module = import_module_class(files.spec.model.module) if files.spec.model.module else None
+        return load(run, module=module)
+    return load(run)
+
+
+def _csv_has_column(path: Path, column: str, fmt: str | None) -> bool:
+    if (fmt or path.suffix.lower().lstrip(".")) != "csv":
+        return False
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            header = next(csv.reader(f), [])
+    except (OSError, UnicodeDecodeError):
+        return False  # read_table reports the problem properly
+    return column in [h.strip() for h in header]
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file and a rename: the old file survives any failure."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise NetfitError(f"cannot write {path} ({err.strerror or err}); choose a writable folder") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise NetfitError(f"cannot write {path} ({err.strerror or err}); choose a writable folder") from None
+
+
+_SHOWN = ("test_accuracy", "val_accuracy", "test_macro_f1", "test_r2", "test_rmse", "test_mae", "val_r2",
+          "val_rmse")
+
+
+def _metrics_line(metrics: dict[str, float]) -> str:
+    parts = [f"{k} {metrics[k]:.4f}" for k in _SHOWN if k in metrics]
+    return "  ".join(parts) if parts else f"train_loss {metrics['train_loss']:.4f}"
+
+
+def _format_report(report: dict[str, Any], task: str, source: str) -> str:
+    lines = [f"evaluated on {source} ({report['rows']} rows)"]
+    if task == "regression":
+        lines.append(f"MAE {report['mae']:.4f}  RMSE {report['rmse']:.4f}  R^2 {report['r2']:.4f}")
+        return "\n".join(lines)
+    lines.append(f"accuracy {report['accuracy']:.4f}  macro F1 {report['macro_f1']:.4f}")
+    width = max(5, *(len(c["class"]) for c in report["per_class"]))
+    lines.append(f"{'class':<{width}}  precision  recall      f1  support")
+    for c in report["per_class"]:
+        lines.append(f"{c['class']:<{width}}  {c['precision']:9.4f}  {c['recall']:6.4f}  {c['f1']:6.4f}  "
+                     f"{c['support']:7d}")
+    lines.append("confusion matrix (rows: true class, columns: predicted class)")
+    cell = max(4, len(str(max(max(r) for r in report["confusion"]))) + 1)
+    for c, row in zip(report["per_class"], report["confusion"]):
+        lines.append(f"{c['class']:<{width}} " + "".join(f"{v:>{cell}}" for v in row))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""spec -> a plain ``torch.nn.Module`` that users can take into their own code.
+
+The network is an ``nn.Sequential`` of named blocks::
+
+    hidden1: Linear -> [BatchNorm1d] -> activation -> [Dropout]
+    hidden2: ...
+    output:  Linear
+
+It returns logits. Softmax or sigmoid is applied only when probabilities are asked for, because
+the losses (cross-entropy, BCE-with-logits) fold it in with a numerically stable log-sum-exp.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import OrderedDict
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .errors import NetfitError
+from .registry import Registry
+from .spec import ModelSpec
+
+__all__ = ["ACTIVATION_LAYERS", "build_network", "import_module_class", "count_parameters", "layer_table"]
+
+ACTIVATION_LAYERS: Registry[Callable[[], nn.Module]] = Registry("activation")
+ACTIVATION_LAYERS.register("relu", nn.ReLU)
+ACTIVATION_LAYERS.register("leaky_relu", nn.LeakyReLU)
+ACTIVATION_LAYERS.register("gelu", nn.GELU)
+ACTIVATION_LAYERS.register("silu", nn.SiLU)
+ACTIVATION_LAYERS.register("tanh", nn.Tanh)
+ACTIVATION_LAYERS.register("sigmoid", nn.Sigmoid)
+
+# Gain names torch.nn.init understands for each activation (gelu and silu are close to relu).
+_INIT_NONLINEARITY = {"relu": "relu", "leaky_relu": "leaky_relu", "gelu": "relu", "silu": "relu",
+                      "tanh": "tanh", "sigmoid": "sigmoid"}
+
+
+def build_network(model: ModelSpec, input_size: int, output_size: int) -> nn.Module:
+    """Build the network a ``[model]`` section describes, for resolved input and output widths.
+
+    A spec with ``module = "package.module:ClassName"`` builds the user's own class with
+    ``kwargs``; that import happens here, only because the user's spec asks for it.
+    """
+    if model.module is not None:
+        cls = import_module_class(model.module)
+        return _construct_custom(cls, model)
+    blocks: list[tuple[str, nn.Module]] = []
+    width = input_size
+    for i, size in enumerate(model.hidden, start=1):
+        layers: list[tuple[str, nn.Module]] = [("linear", nn.Linear(width, size))]
+        if model.batchnorm:
+            layers.append(("batchnorm", nn.BatchNorm1d(size)))
+        layers.append(("activation", ACTIVATION_LAYERS.get(model.activation)()))
+        if model.dropout > 0:
+            layers.append(("dropout", nn.Dropout(model.dropout)))
+        blocks.append((f"hidden{i}", nn.Sequential(OrderedDict(layers))))
+        width = size
+    blocks.append(("output", nn.Linear(width, output_size)))
+    network = nn.Sequential(OrderedDict(blocks))
+    _initialise(network, model)
+    return network
+
+
+def _construct_custom(cls: type, model: ModelSpec) -> nn.Module:
+    try:
+        network = cls(**model.kwargs)
+    except TypeError as err:
+        raise NetfitError(f"model.module {model.module!r} could not be built with model.kwargs "
+                          f"{model.kwargs}: {err}; fix model.kwargs") from None
+    if not isinstance(network, nn.Module):
+        raise NetfitError(f"model.module {model.module!r} built a {type(network).__name__}, not a torch.nn.Module")
+    return network
+
+
+def import_module_class(reference: str) -> type:
+    """Import ``"package.module:ClassName"``; a user error if either part is missing."""
+    module_name, _, class_name = reference.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise NetfitError(f"model.module: cannot import {module_name!r} ({err}); check the name and that "
+                          "its folder is on PYTHONPATH") from None
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type):
+        raise NetfitError(f"model.module: {module_name!r} has no class {class_name!r}")
+    return cls
+
+
+def _initialise(network: nn.Module, model: ModelSpec) -> None:
+    if model.init == "default":
+        return
+    nonlinearity = _INIT_NONLINEARITY[model.activation]
+    for name, module in network.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        # The output layer feeds the loss directly, so it gets the linear gain.
+        act = "linear" if name == "output" else nonlinearity
+        if model.init == "kaiming":
+            nn.init.kaiming_normal_(module.weight, nonlinearity=act)
+        else:
+            nn.init.xavier_uniform_(module.weight, gain=nn.init.calculate_gain(act))
+        nn.init.zeros_(module.bias)
+
+
+def count_parameters(network: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in network.parameters() if p.requires_grad)
+
+
+@torch.no_grad()
+def layer_table(network: nn.Module, input_size: int) -> list[tuple[str, str, tuple[int, ...], int]]:
+    """(name, layer type, output shape, parameters) for each leaf layer, from a forward pass of one row."""
+    rows: list[tuple[str, str, tuple[int, ...], int]] = []
+    hooks = []
+    for name, module in network.named_modules():
+        if len(list(module.children())) == 0:
+            def record(mod, _inp, out, name=name):
+                shape = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
+                rows.append((name, type(mod).__name__, shape,
+                             sum(p.numel() for p in mod.parameters(recurse=False))))
+            hooks.append(module.register_forward_hook(record))
+    was_training = network.training
+    network.eval()  # BatchNorm cannot run train mode on a batch of one
+    try:
+        network(torch.zeros(1, input_size))
+    finally:
+        network.train(was_training)
+        for h in hooks:
+            h.remove()
+    return rows

@@ -1,0 +1,505 @@
+"""The experiment spec: the single source of configuration for a netfit run.
+
+A spec has three sections, ``model``, ``data`` and ``train``. It is read from TOML, built in
+Python, or changed from the command line with ``--set section.key=value``; all three paths end
+in the same pydantic models, so the same limits and the same messages apply everywhere. Unknown
+keys are refused. A loss or an optimizer is a tagged union: ``"sgd"`` or
+``{name = "sgd", momentum = 0.9}``, and only the chosen entry's own options may be written.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import NetfitError
+from .registry import nearest
+
+__all__ = [
+    "Spec",
+    "ModelSpec",
+    "DataSpec",
+    "TrainSpec",
+    "EarlyStopping",
+    "load_spec",
+    "spec_from_dict",
+    "apply_overrides",
+    "spec_json_schema",
+    "ACTIVATIONS",
+    "SCALINGS",
+]
+
+ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid")
+SCALINGS = ("auto", "none", "divide_by_255", "standardize")
+
+
+class _Section(BaseModel):
+    # Typos must fail loudly: a silently ignored key is a silently wrong experiment.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class ModelSpec(_Section):
+    """The network: Linear blocks with an activation, optional BatchNorm and Dropout, a linear head."""
+
+    input: int | Literal["auto"] = Field("auto", description='input width, or "auto" to take it from the data')
+    hidden: list[Annotated[int, Field(gt=0)]] = Field(
+        default_factory=lambda: [512, 256], description="sizes of the hidden layers, first to last"
+    )
+    activation: Literal[ACTIVATIONS] = Field("relu", description="activation after each hidden layer")  # type: ignore[valid-type]
+    batchnorm: bool = Field(False, description="BatchNorm1d after each hidden Linear layer")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout rate after each hidden block (0 = off)")
+    output: int | Literal["auto"] = Field(
+        "auto", description='output width (classes, or targets for regression), or "auto" from the data'
+    )
+    init: Literal["default", "kaiming", "xavier"] = Field(
+        "default", description="weight initialisation: PyTorch's default, kaiming (He) or xavier (Glorot)"
+    )
+    module: str | None = Field(
+        None,
+        description='your own nn.Module as "package.module:ClassName", used instead of the layers above',
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
+    )
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments for the custom module's constructor"
+    )
+
+    @field_validator("input", "output")
+    @classmethod
+    def _positive_width(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value <= 0:
+            raise ValueError("must be a positive integer or \"auto\"")
+        return value
+
+    @model_validator(mode="after")
+    def _kwargs_need_module(self) -> "ModelSpec":
+        if self.kwargs and self.module is None:
+            raise ValueError("model.kwargs is only for a custom model.module; set model.module or remove kwargs")
+        return self
+
+
+# ----------------------------------------------------------------------------- data
+
+
+class DataSpec(_Section):
+    """Where the examples come from and how inputs are scaled."""
+
+    dataset: str | None = Field(
+        None, description="a built-in dataset: mnist-sample, digits, diabetes, mnist, fashion-mnist, kmnist"
+    )
+    path: Path | None = Field(None, description="a data file or IDX directory, instead of a built-in dataset")
+    format: Literal["idx", "csv", "npz", "npy"] | None = Field(
+        None, description="format of data.path; inferred from the suffix when left out"
+    )
+    target: str | None = Field(None, description="the target column of a CSV table")
+    test_path: Path | None = Field(None, description="a separate file with test examples, same format")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of training rows held out for validation")
+    test_fraction: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="fraction of rows held out for testing when the data has no test part or test_path",
+    )
+    split_seed: int = Field(0, description="seed of the train/validation/test split (kept apart from train.seed)")
+    scaling: Literal[SCALINGS] = Field(  # type: ignore[valid-type]
+        "auto", description="input scaling fitted on training rows: auto, none, divide_by_255, standardize"
+    )
+    target_scaling: Literal["auto", "none", "standardize"] = Field(
+        "auto", description="regression targets standardized on training rows (auto = yes for regression)"
+    )
+    data_dir: Path | None = Field(
+        None, description="folder with IDX files for mnist, fashion-mnist, kmnist (else NETFIT_DATA_DIR, system, cache)"
+    )
+    download: bool = Field(True, description="download missing built-in datasets into the cache")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataSpec":
+        # Neither is fine here: netfit.fit(spec, X, y) brings its own arrays. load_raw checks.
+        if self.dataset is not None and self.path is not None:
+            raise ValueError("set data.dataset or data.path, not both")
+        if self.test_path is not None and self.test_fraction > 0:
+            raise ValueError("data.test_path and data.test_fraction both give a test set; keep one")
+        return self
+
+
+# ----------------------------------------------------------------------------- losses
+
+
+class _Choice(_Section):
+    """Base of a tagged-union entry: ``name`` picks the entry, the other fields are its options."""
+
+
+class CrossEntropy(_Choice):
+    """Softmax cross-entropy on logits, for classes 0..K-1."""
+
+    name: Literal["cross_entropy"]
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="share of target mass spread over all classes")
+    class_weights: list[Annotated[float, Field(ge=0)]] | Literal["balanced"] | None = Field(
+        None, description='one weight per class, or "balanced" for inverse class frequency on training rows'
+    )
+
+
+class BCE(_Choice):
+    """Sigmoid binary cross-entropy on one logit, for targets 0/1."""
+
+    name: Literal["bce"]
+    pos_weight: float | None = Field(None, gt=0, description="weight of positive examples (e.g. negatives/positives)")
+
+
+class MSE(_Choice):
+    """Mean squared error, for regression."""
+
+    name: Literal["mse"]
+
+
+class L1(_Choice):
+    """Mean absolute error, for regression."""
+
+    name: Literal["l1"]
+
+
+class Huber(_Choice):
+    """Huber loss: squared near zero, absolute beyond ``delta``."""
+
+    name: Literal["huber"]
+    delta: float = Field(1.0, gt=0, description="where the loss turns from squared to absolute")
+
+
+def _name_to_table(value: Any) -> Any:
+    # "sgd" is shorthand for {name = "sgd"}: both spellings validate through the same model.
+    return {"name": value} if isinstance(value, str) else value
+
+
+LossSpec = Annotated[
+    Union[CrossEntropy, BCE, MSE, L1, Huber], Field(discriminator="name"), BeforeValidator(_name_to_table)
+]
+LOSS_TASK = {"cross_entropy": "classification", "bce": "binary", "mse": "regression", "l1": "regression",
+             "huber": "regression"}
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+
+class SGD(_Choice):
+    """Stochastic gradient descent, optionally with (Nesterov) momentum."""
+
+    name: Literal["sgd"]
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="momentum factor (0 = plain SGD)")
+    nesterov: bool = Field(False, description="Nesterov momentum (needs momentum > 0)")
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self) -> "SGD":
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov = true needs momentum > 0")
+        return self
+
+
+class Adam(_Choice):
+    """Adam; weight decay is added to the gradient (L2), as in torch.optim.Adam."""
+
+    name: Literal["adam"]
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.999), description="decay rates of the first and second moment estimates"
+    )
+    eps: float = Field(1e-8, gt=0, description="added to the denominator for numerical stability")
+
+
+class AdamW(_Choice):
+    """Adam with decoupled weight decay."""
+
+    name: Literal["adamw"]
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.999), description="decay rates of the first and second moment estimates"
+    )
+    eps: float = Field(1e-8, gt=0, description="added to the denominator for numerical stability")
+
+
+class RMSprop(_Choice):
+    """RMSprop."""
+
+    name: Literal["rmsprop"]
+    alpha: float = Field(0.99, gt=0, lt=1, description="smoothing constant of the squared-gradient average")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="momentum factor")
+    eps: float = Field(1e-8, gt=0, description="added to the denominator for numerical stability")
+
+
+OptimizerSpec = Annotated[
+    Union[SGD, Adam, AdamW, RMSprop], Field(discriminator="name"), BeforeValidator(_name_to_table)
+]
+
+
+# ----------------------------------------------------------------------------- train
+
+
+class EarlyStopping(_Section):
+    """Stop when a validation metric has not improved for ``patience`` epochs; keep the best weights."""
+
+    metric: Literal["val_loss", "val_accuracy", "val_r2"] = Field("val_loss", description="metric to watch")
+    patience: int = Field(5, gt=0, description="epochs without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0.0, description="smallest change that counts as an improvement")
+
+
+class TrainSpec(_Section):
+    """How the network is trained."""
+
+    task: Literal["auto", "classification", "binary", "regression"] = Field(
+        "auto", description="inferred from the loss, else from the targets (integers = classes)"
+    )
+    loss: LossSpec | None = Field(None, description="loss on logits; left out: cross_entropy, bce or mse by task")
+    optimizer: OptimizerSpec = Field(default_factory=lambda: Adam(name="adam"), description="optimizer")
+    lr: float = Field(1e-3, gt=0, description="learning rate")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 penalty (decoupled for adamw)")
+    batch_size: int = Field(64, gt=0, description="examples per training step")
+    epochs: int = Field(10, gt=0, description="passes over the training rows")
+    print_every: int = Field(1, gt=0, description="print a progress line every N epochs")
+    early_stopping: EarlyStopping | None = Field(None, description="stop early and restore the best weights")
+    seed: int = Field(0, description="seed for initial weights, shuffling and dropout")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="where to train (auto = cuda if present)")
+
+    @model_validator(mode="after")
+    def _task_fits_loss(self) -> "TrainSpec":
+        if self.loss is not None and self.task != "auto" and LOSS_TASK[self.loss.name] != self.task:
+            raise ValueError(f"loss {self.loss.name!r} does not fit task {self.task!r}")
+        if (self.early_stopping is not None and self.early_stopping.metric != "val_loss"
+                and self.task != "auto" and (self.early_stopping.metric == "val_r2") != (self.task == "regression")):
+            raise ValueError(f"early_stopping.metric {self.early_stopping.metric!r} does not fit task {self.task!r}")
+        return self
+
+
+# ----------------------------------------------------------------------------- spec
+
+
+class Spec(_Section):
+    """A whole experiment: ``model``, ``data`` and ``train`` sections.
+
+    >>> spec = Spec(data={"dataset": "mnist-sample"}, train={"epochs": 3})
+    >>> spec.model.hidden
+    [512, 256]
+    """
+
+    model: ModelSpec = Field(default_factory=ModelSpec, description="the network")
+    data: DataSpec = Field(default_factory=DataSpec, description="the examples")
+    train: TrainSpec = Field(default_factory=TrainSpec, description="the training recipe")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict that ``Spec.model_validate`` turns back into an equal spec."""
+        return self.model_dump(mode="json")
+
+    def to_toml(self) -> str:
+        """The spec as TOML text (None values are left out, as TOML has no null)."""
+        return _dict_to_toml(self.to_dict())
+
+
+def default_spec_dict() -> dict[str, Any]:
+    """The tutorials' MNIST network: 784-512-256-10, ReLU, cross-entropy, Adam at 1e-3, batch 64."""
+    return {
+        "model": {"input": "auto", "hidden": [512, 256], "activation": "relu", "output": "auto"},
+        "data": {"dataset": "mnist-sample"},
+        "train": {"loss": "cross_entropy", "optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 10},
+    }
+
+
+# ----------------------------------------------------------------------------- reading and errors
+
+
+def spec_from_dict(raw: dict[str, Any], source: str = "spec") -> Spec:
+    """Validate a plain dict into a Spec, turning pydantic's report into one actionable line."""
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as err:
+        raise NetfitError(f"{source}: {_explain(err, raw)}") from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Read a TOML spec, apply ``--set key=value`` overrides, and validate it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NetfitError(f"spec file {str(path)!r} does not exist; write one with `netfit init {path}`") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+        raise NetfitError(f"cannot read spec file {str(path)!r}: {err}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise NetfitError(f"{path}: not valid TOML ({err}); fix the line it names") from None
+    _resolve_paths(raw, path.parent)
+    return spec_from_dict(apply_overrides(raw, overrides), source=str(path))
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    # Paths in a spec file are relative to the file, so a spec works from any working directory.
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key in ("path", "test_path", "data_dir"):
+            value = data.get(key)
+            if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+                data[key] = str(base / value)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``section.key=value`` overrides to a raw spec dict (a copy is returned).
+
+    Values are read as TOML values (``3e-4``, ``[256, 128]``, ``true``, ``"text"``); a value that
+    is not valid TOML is taken as a plain string, so ``--set data.dataset=digits`` works unquoted.
+    """
+    result = json.loads(json.dumps(raw, default=str))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise NetfitError(f"--set {item!r}: write it as section.key=value, e.g. --set train.lr=3e-4")
+        parts = key.split(".")
+        node = result
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if isinstance(child, str) and part in ("loss", "optimizer"):
+                child = {"name": child}  # --set train.optimizer.momentum=0.9 on top of optimizer = "sgd"
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise NetfitError(f"--set {key}: {'.'.join(parts[:i + 1])} is a value, not a section")
+            node[part] = child
+            node = child
+        node[parts[-1]] = _parse_value(text)
+        if parts[0] == "data" and len(parts) == 2 and parts[1] in _DATA_SOURCES:
+            # The two sources are alternatives: choosing one on the command line drops the other.
+            node.pop(_DATA_SOURCES[parts[1]], None)
+    return result
+
+
+_DATA_SOURCES = {"dataset": "path", "path": "dataset"}
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
+
+
+def _explain(err: ValidationError, raw: dict[str, Any]) -> str:
+    """One line for the first problem: the key, the bad value, and what is allowed."""
+    problems = []
+    for e in err.errors(include_url=False):
+        loc = [str(p) for p in e["loc"] if not _is_union_tag(p) and not isinstance(p, int)]
+        key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]
+                      if not _is_union_tag(p)).lstrip(".") or "spec"
+        if e["type"] == "extra_forbidden":
+            parent = loc[:-1]
+            allowed = _allowed_keys(parent, raw)
+            hint = nearest(loc[-1], allowed)
+            tip = f"did you mean {'.'.join(parent + [hint])!r}?" if hint else f"allowed keys: {', '.join(allowed)}"
+            problems.append(f"unknown key {key!r}; {tip}")
+        elif e["type"] == "missing":
+            problems.append(f"{key} is required")
+        elif e["type"] == "union_tag_invalid":
+            problems.append(f"{key}: unknown name {e['input'].get('name')!r}; "
+                            f"choose one of: {e['ctx']['expected_tags']}")
+        elif e["type"] == "union_tag_not_found":
+            problems.append(f"{key}: a table needs name = ...; choose one of: {e['ctx'].get('discriminator', '')}")
+        else:
+            msg = e["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            if "input" in e and not isinstance(e["input"], dict):
+                problems.append(f"{key} = {e['input']!r}: {msg}")
+            else:
+                problems.append(f"{key}: {msg}")
+    # Union errors repeat per member; keep the first of each key.
+    seen, unique = set(), []
+    for p in problems:
+        if p not in seen:
+            seen.add(p)
+            unique.append(p)
+    extra = f" (and {len(unique) - 1} more problem{'s' if len(unique) > 2 else ''})" if len(unique) > 1 else ""
+    return unique[0] + extra
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic puts the chosen tag ("sgd") into the error location of a tagged union.
+    return isinstance(part, str) and part in {"cross_entropy", "bce", "mse", "l1", "huber",
+                                              "sgd", "adam", "adamw", "rmsprop"}
+
+
+def _allowed_keys(parent: list[str], raw: dict[str, Any]) -> list[str]:
+    model: type[BaseModel] = Spec
+    node: Any = raw
+    for part in parent:
+        node = node.get(part) if isinstance(node, dict) else None
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        choice = _choice_model(part, node)
+        if choice is not None:
+            model = choice
+            continue
+        for candidate in getattr(ann, "__args__", (ann,)):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
+    return list(model.model_fields)
+
+
+def _choice_model(section: str, node: Any) -> type[BaseModel] | None:
+    tables = {"loss": (CrossEntropy, BCE, MSE, L1, Huber), "optimizer": (SGD, Adam, AdamW, RMSprop)}
+    if section not in tables or not isinstance(node, dict):
+        return None
+    for model in tables[section]:
+        if model.model_fields["name"].annotation.__args__[0] == node.get("name"):
+            return model
+    return None
+
+
+# ----------------------------------------------------------------------------- schema and TOML
+
+
+def spec_json_schema() -> dict[str, Any]:
+    """JSON Schema of the spec, generated from the same models that validate it (for editors)."""
+    schema = Spec.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "netfit spec"
+    return schema
+
+
+def _dict_to_toml(spec: dict[str, Any]) -> str:
+    lines: list[str] = []
+
+    def emit(prefix: str, table: dict[str, Any]) -> None:
+        scalars = {k: v for k, v in table.items() if not isinstance(v, dict) and v is not None}
+        tables = {k: v for k, v in table.items() if isinstance(v, dict)}
+        if scalars or not tables:
+            lines.append(f"[{prefix}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
+            lines.append("")
+        for k, v in tables.items():
+            emit(f"{prefix}.{k}", v)
+
+    for section, table in spec.items():
+        emit(section, table)
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))

@@ -1,0 +1,102 @@
+"""A trained network together with what it needs to predict: scalers, classes and the task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .metrics import classification_report, regression_report
+from .prepare import Preparation
+from .spec import Spec
+
+__all__ = ["TrainedModel"]
+
+
+class TrainedModel:
+    """A network that predicts from raw rows: it scales inputs and decodes outputs itself.
+
+    ``network`` is a plain ``torch.nn.Module`` returning logits, for use in your own code.
+    ``predict`` returns class labels (or values, for regression) and ``predict_proba`` class
+    probabilities; both take NumPy arrays or tensors of raw, unscaled rows.
+    """
+
+    def __init__(self, network: nn.Module, spec: Spec, preparation: Preparation,
+                 metrics: dict[str, float] | None = None, run_dir: Path | None = None) -> None:
+        self.network = network.eval()
+        self.spec = spec
+        self.preparation = preparation
+        self.metrics = dict(metrics or {})
+        self.run_dir = run_dir
+
+    @property
+    def task(self) -> str:
+        return self.preparation.task
+
+    @property
+    def classes(self) -> list[str] | None:
+        """Class labels in class-id order (None for regression)."""
+        return self.preparation.classes
+
+    def __repr__(self) -> str:
+        where = f", run_dir={str(self.run_dir)!r}" if self.run_dir else ""
+        return f"TrainedModel(task={self.task!r}, input={self.preparation.input_size}{where})"
+
+    def logits(self, X: Any) -> torch.Tensor:
+        """Raw network outputs for raw rows ``X`` (scaled here as the training rows were)."""
+        return self._logits_of_features(self.preparation.encode_features(_to_numpy(X), "input"))
+
+    @torch.no_grad()
+    def _logits_of_features(self, features: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
+        # Eval mode, no autograd, large batches: prediction needs none of training's machinery.
+        device = next(self.network.parameters()).device
+        self.network.eval()
+        outs = [self.network(features[i:i + batch_size].to(device)) for i in range(0, len(features), batch_size)]
+        return torch.cat(outs).float().cpu() if outs else torch.zeros(0, self.preparation.output_size)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, shape (rows, classes); softmax (or sigmoid) is applied only here."""
+        if self.task == "regression":
+            raise TypeError("predict_proba is for classification; this model does regression")
+        z = self.logits(X)
+        if self.task == "binary":
+            p = torch.sigmoid(z)
+            return torch.cat([1 - p, p], dim=1).numpy()
+        return torch.softmax(z, dim=1).numpy()
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted class ids (or text labels if trained on text labels), or regression values."""
+        ids_or_values = self._decode(self.logits(X))
+        if self.task != "regression" and self.preparation.text_labels:
+            return np.array(self.classes, dtype=object)[ids_or_values]
+        return ids_or_values
+
+    def evaluate(self, X: Any, y: Any) -> dict[str, Any]:
+        """Full report on labelled rows: a classification report, or MAE, RMSE and R^2."""
+        features = self.preparation.encode_features(_to_numpy(X), "input")
+        return self.report(features, self.preparation.encode_targets(_to_numpy(y), "targets"))
+
+    def report(self, features: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+        """The report for rows already encoded by ``preparation`` (scaled features, target ids)."""
+        z = self._logits_of_features(features)
+        if self.task == "regression":
+            truth = self.preparation.target_scaler.inverse(targets.numpy())
+            return regression_report(truth, self._decode(z))
+        return classification_report(targets.numpy().reshape(-1).astype(np.int64), self._decode(z), self.classes)
+
+    def _decode(self, z: torch.Tensor) -> np.ndarray:
+        if self.task == "regression":
+            values = self.preparation.target_scaler.inverse(z.numpy())
+            return values[:, 0] if values.shape[1] == 1 else values
+        if self.task == "binary":
+            return (z[:, 0] > 0).long().numpy()
+        return z.argmax(dim=1).numpy()
+
+
+def _to_numpy(X: Any) -> np.ndarray:
+    if isinstance(X, torch.Tensor):
+        return X.detach().cpu().numpy()
+    return np.asarray(X)
