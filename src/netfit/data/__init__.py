@@ -1,0 +1,132 @@
+"""Data: from ``spec.data`` to RawData, the examples of a run before any scaling or label mapping.
+
+``load_raw(spec.data)`` reads a built-in dataset (``data.dataset``) or a data file
+(``data.path``, plus ``data.test_path``), holds out a test part when asked to
+(``data.test_fraction``), and checks the arrays. Modules, one concept each:
+
+- ``formats``: readers for IDX, CSV, .npz and .npy files (``read_table``)
+- ``checks``: refusing arrays that cannot be trained on (``check_arrays``)
+- ``datasets``: the built-in datasets by name (``DATASETS``, ``load_builtin``)
+- ``download``: fetching IDX files from their mirrors, md5-checked
+- ``split``: deterministic row splits (``split_rows``)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import NetfitError
+from .checks import check_arrays
+from .datasets import DATASETS, load_builtin
+from .formats import Table, csv_columns, infer_format, read_file, read_idx_dir, read_table
+from .rawdata import RawData
+from .split import split_rows
+
+if TYPE_CHECKING:
+    from ..spec import DataSpec
+
+__all__ = ["RawData", "load_raw", "read_table", "check_arrays", "split_rows", "load_builtin", "DATASETS"]
+
+# What to do when a training file has features but no targets, by format.
+_NO_TARGETS_HINT = {
+    "idx": "no labels file next to the images; put the matching ...-labels-idx1-ubyte[.gz] file beside it",
+    "npz": "no targets array; save it under key 'y', e.g. numpy.savez(path, X=X, y=y)",
+    "npy": "a .npy file holds features only; save features and targets together with numpy.savez(path, X=X, y=y)",
+}
+
+
+def load_raw(spec: DataSpec) -> RawData:
+    """Read the examples that ``spec`` (a DataSpec, the ``data`` section) describes.
+
+    A built-in dataset comes with its own test part. A data file is the training part, and
+    ``spec.test_path`` (same format) its test part; an IDX folder with t10k files has its own.
+    When the data has no test part, ``spec.test_fraction`` of the rows are held out as one
+    (seed ``spec.split_seed``). Features and targets are checked with ``check_arrays``; they
+    are not scaled, and class labels are not mapped to ids.
+    """
+    if spec.dataset is not None:
+        raw = load_builtin(spec.dataset, spec.data_dir, spec.download)
+        check_arrays(raw.X_train, raw.y_train, f"{raw.name} (training part)", raw.feature_names)
+        if raw.X_test is not None:
+            check_arrays(raw.X_test, raw.y_test, f"{raw.name} (test part)", raw.feature_names)
+    else:
+        raw = _load_files(spec)
+    if raw.X_test is None and spec.test_fraction > 0:
+        keep, held = split_rows(len(raw.X_train), spec.test_fraction, spec.split_seed)
+        if len(keep) == 0:
+            raise NetfitError(
+                f"data.test_fraction = {spec.test_fraction} holds out all {len(held)} rows of {raw.name}; "
+                "lower data.test_fraction or add rows"
+            )
+        raw = dataclasses.replace(
+            raw,
+            X_train=raw.X_train[keep], y_train=raw.y_train[keep],
+            X_test=raw.X_train[held], y_test=raw.y_train[held],
+        )
+    return raw
+
+
+def _load_files(spec: DataSpec) -> RawData:
+    path = Path(spec.path).expanduser()
+    format = spec.format or infer_format(path)
+    if format == "csv" and spec.target is None:
+        columns = csv_columns(path)
+        raise NetfitError(
+            f"data.target is not set; name the CSV column to predict, e.g. --set data.target={columns[-1]} "
+            f"(columns: {', '.join(columns)})"
+        )
+    test, test_source = None, None
+    if format == "idx" and path.is_dir():
+        train, test = read_idx_dir(path)
+        test_source = f"{path} (t10k part)"
+    else:
+        train = read_file(path, format, spec.target)
+    _require_targets(train, str(path), format)
+    check_arrays(train.X, train.y, str(path), train.feature_names)
+
+    if spec.test_path is not None:
+        if test is not None:
+            raise NetfitError(
+                f"IDX folder {str(path)!r} already has a t10k test part and data.test_path gives another; keep one"
+            )
+        test_path = Path(spec.test_path).expanduser()
+        test_format = spec.format or infer_format(test_path)
+        test, test_source = read_file(test_path, test_format, spec.target), str(test_path)
+        _require_targets(test, test_source, test_format)
+    if test is not None:
+        check_arrays(test.X, test.y, test_source, test.feature_names)
+        _require_same_columns(train, test, str(path), test_source)
+
+    return RawData(
+        name=path.name,
+        X_train=train.X,
+        y_train=train.y,
+        X_test=None if test is None else test.X,
+        y_test=None if test is None else test.y,
+        kind="image" if train.X.dtype == np.uint8 else "table",
+        feature_names=train.feature_names,
+    )
+
+
+def _require_targets(table: Table, source: str, format: str) -> None:
+    if table.y is None:
+        hint = _NO_TARGETS_HINT.get(format, "set data.target to the column to predict")
+        raise NetfitError(f"{source!r} has features but no targets to train on: {hint}")
+
+
+def _require_same_columns(train: Table, test: Table, train_source: str, test_source: str) -> None:
+    if train.X.shape[1] != test.X.shape[1]:
+        raise NetfitError(
+            f"{test_source!r} has {test.X.shape[1]} features but {train_source!r} has {train.X.shape[1]}; "
+            "give the test data the same columns"
+        )
+    if train.feature_names and test.feature_names and train.feature_names != test.feature_names:
+        column = next(i for i, (a, b) in enumerate(zip(train.feature_names, test.feature_names)) if a != b)
+        raise NetfitError(
+            f"column {column + 1} is {test.feature_names[column]!r} in {test_source!r} but "
+            f"{train.feature_names[column]!r} in {train_source!r}; give both files the same columns in the same order"
+        )

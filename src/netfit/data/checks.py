@@ -1,0 +1,57 @@
+"""Sanity checks on features and targets, run before anything is trained on them."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import NetfitError
+
+__all__ = ["check_arrays"]
+
+
+def check_arrays(
+    X: np.ndarray, y: np.ndarray | None, source: str, feature_names: list[str] | None = None
+) -> None:
+    """Raise NetfitError if ``X`` and ``y`` cannot be trained on.
+
+    Refused: ``X`` that is not a 2-D (rows, features) array, no rows or no features,
+    non-numeric features, NaN or infinite features or targets, and a different number of
+    targets than rows. ``source`` names the data in the message (a file or dataset name);
+    ``feature_names``, when given, name the column of a bad value.
+    """
+    if X.ndim != 2:
+        raise NetfitError(
+            f"{source}: features must be a 2-D array (rows, features), got shape {X.shape}; "
+            "reshape it, e.g. X.reshape(len(X), -1)"
+        )
+    rows, columns = X.shape
+    if rows == 0:
+        raise NetfitError(f"{source}: the dataset has no rows; check that the file holds data")
+    if columns == 0:
+        raise NetfitError(f"{source}: the dataset has no feature columns; check the file and data.target")
+    if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
+        raise NetfitError(f"{source}: features must be numbers, got dtype {X.dtype}; convert them to numbers")
+    if y is not None and len(y) != rows:
+        raise NetfitError(
+            f"{source}: {rows} rows of features but {len(y)} targets; give one target per row"
+        )
+    # Integer arrays cannot hold NaN or inf; skipping them keeps image checks free.
+    if np.issubdtype(X.dtype, np.floating):
+        bad = ~np.isfinite(X)
+        if bad.any():
+            first = int(np.argmax(bad.reshape(-1)))
+            row, column = divmod(first, columns)
+            name = f" ({feature_names[column]!r})" if feature_names else ""
+            raise NetfitError(
+                f"{source}: {int(bad.sum())} NaN or infinite feature value(s), the first at row {row}, "
+                f"column {column}{name} (0-based); fill in or drop those rows"
+            )
+    if y is not None and np.issubdtype(y.dtype, np.floating):
+        bad = ~np.isfinite(y)
+        if bad.any():
+            first = int(np.argmax(bad.reshape(-1)))
+            row = first // (y.size // len(y)) if len(y) else 0
+            raise NetfitError(
+                f"{source}: {int(bad.sum())} NaN or infinite target value(s), the first at row {row} "
+                "(0-based); fill in or drop those rows"
+            )

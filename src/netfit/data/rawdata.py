@@ -1,0 +1,28 @@
+"""RawData: the examples of one dataset as read from disk, before scaling or label mapping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["RawData"]
+
+
+@dataclass
+class RawData:
+    """Features and targets of a dataset, split into a training part and an optional test part.
+
+    Images stay uint8 (0..255) so that they cost a quarter of the memory of float32 until the
+    model needs them; tables are float32 or float64. Targets are int64 class ids, floats for
+    regression, or strings (class labels from a CSV file, mapped to ids by the caller).
+    """
+
+    name: str  # "mnist-sample", or the data file's name
+    X_train: np.ndarray  # (n, features)
+    y_train: np.ndarray  # (n,)
+    X_test: np.ndarray | None  # None when the data has no test part
+    y_test: np.ndarray | None
+    kind: str  # "image" (uint8 pixels 0..255) or "table"
+    class_names: list[str] | None = None  # names of class ids 0..K-1, when the dataset defines them
+    feature_names: list[str] | None = None  # column names, when the source has them

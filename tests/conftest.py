@@ -1,0 +1,26 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+_IDX_TYPE_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B,
+                   np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
+
+
+@pytest.fixture
+def write_idx():
+    """``write_idx(path, array, gzipped=True) -> path``: write ``array`` as an IDX file, as MNIST's are."""
+
+    def write(path: Path, array: np.ndarray, gzipped: bool = True) -> Path:
+        header = bytes([0, 0, _IDX_TYPE_CODES[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+        content = header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+        path.write_bytes(gzip.compress(content) if gzipped else content)
+        return path
+
+    return write
