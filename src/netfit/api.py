@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 import sys
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ from .prepare import PreparedData, prepare, resolve_widths
 from .progress import Progress
 from .rundir import check_writable, read_run, write_run
 from .spec import CrossEntropy, BCE, MSE, Spec, load_spec, spec_from_dict
-from .train import History, evaluate_split, fit_network
+from .train import EpochRecord, History, evaluate_split, fit_network
 from .trained import TrainedModel
 
 __all__ = ["Run", "fit", "load", "build_model", "as_spec", "resolve_device"]
@@ -87,10 +87,13 @@ def build_model(spec: Spec | dict[str, Any] | str | Path, input_size: int | None
 
 
 def fit(spec: Spec | dict[str, Any] | str | Path, X: Any = None, y: Any = None, *,
-        out: str | Path | None = "runs", progress: TextIO | None = sys.stdout) -> Run:
+        out: str | Path | None = "runs", progress: TextIO | None = sys.stdout,
+        on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None = None) -> Run:
     """Train the spec's network and, unless ``out`` is None, save a new run directory under ``out``.
 
     ``X`` and ``y`` (NumPy arrays or tensors) replace the spec's data source when given.
+    ``progress`` receives the per-epoch lines (None for silence); ``on_epoch_end(record, network)``
+    is called after every epoch, outside its timed part (benchmarks use it to evaluate).
     Returns a :class:`Run` with the final metrics and a :class:`TrainedModel`.
     """
     spec = as_spec(spec)
@@ -113,7 +116,7 @@ def fit(spec: Spec | dict[str, Any] | str | Path, X: Any = None, y: Any = None, 
                   f"{count_parameters(network):,} parameters on {device}")
 
     history = fit_network(network, loss_fn, optimizer, data.train, data.val, spec.train, prep.task, device,
-                          reporter)
+                          reporter, on_epoch_end)
     model = TrainedModel(network, spec, prep)
     metrics = _final_metrics(model, loss_fn, data, history, device)
     model.metrics = metrics

@@ -138,9 +138,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.data is not None:
         from .data import read_table
 
+        from .data import check_arrays
+
         X, y = read_table(args.data, target=model.spec.data.target)
         if y is None:
             raise NetfitError(f"{args.data} has no targets to evaluate against; give a labelled file")
+        check_arrays(X.reshape(len(X), -1), y, str(args.data))
         report = model.evaluate(X, y)
         source = str(args.data)
     else:
@@ -170,13 +173,16 @@ def _evaluate_test_part(model, data_dir: Path | None) -> dict[str, Any]:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .data import read_table
+    from .data import check_arrays, read_table
+    from .data.formats import csv_columns, infer_format
 
     model = _load_model(args.run, args.trust_module)
     target = model.spec.data.target
     # A CSV may still carry its target column; it is dropped rather than read as a feature.
-    has_target = target is not None and _csv_has_column(args.input, target, args.format)
+    is_csv = (args.format or infer_format(args.input)) == "csv"
+    has_target = target is not None and is_csv and target in csv_columns(args.input)
     X, _ = read_table(args.input, format=args.format, target=target if has_target else None)
+    check_arrays(X.reshape(len(X), -1), None, str(args.input))
     prediction = model.predict(X)
     header = ["prediction"]
     columns: list[Any] = [prediction.tolist()]
@@ -269,17 +275,6 @@ def _load_model(run: Path, trust_module: bool):
         module = import_module_class(files.spec.model.module) if files.spec.model.module else None
         return load(run, module=module)
     return load(run)
-
-
-def _csv_has_column(path: Path, column: str, fmt: str | None) -> bool:
-    if (fmt or path.suffix.lower().lstrip(".")) != "csv":
-        return False
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            header = next(csv.reader(f), [])
-    except (OSError, UnicodeDecodeError):
-        return False  # read_table reports the problem properly
-    return column in [h.strip() for h in header]
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -12,6 +12,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 from torch import nn
@@ -59,8 +60,12 @@ class History:
 
 def fit_network(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                 train: Split, val: Split | None, recipe: TrainSpec, task: str,
-                device: torch.device, progress: Progress) -> History:
-    """Train ``model`` in place for ``recipe.epochs`` epochs (or until early stopping)."""
+                device: torch.device, progress: Progress,
+                on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None = None) -> History:
+    """Train ``model`` in place for ``recipe.epochs`` epochs (or until early stopping).
+
+    ``on_epoch_end(record, model)`` runs after each epoch, outside the timed part of it.
+    """
     generator = torch.Generator(device="cpu").manual_seed(recipe.seed)
     X, y = train.X.to(device), train.y.to(device)
     n = len(X)
@@ -95,6 +100,8 @@ def fit_network(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opt
         history.epochs.append(record)
         progress.end_epoch(record, history.metric_name, show=epoch % recipe.print_every == 0
                            or epoch == recipe.epochs)
+        if on_epoch_end is not None:
+            on_epoch_end(record, model)
 
         if watch is not None and val is not None:
             score = _score(record, watch.metric)
