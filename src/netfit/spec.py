@@ -242,6 +242,54 @@ OptimizerSpec = Annotated[
 ]
 
 
+# ----------------------------------------------------------------------------- schedules
+
+
+class ConstantSchedule(_Choice):
+    """The same learning rate for every step."""
+
+    name: Literal["constant"]
+
+
+class WarmupSchedule(_Choice):
+    """Linear warm-up from near zero to train.lr, then constant."""
+
+    name: Literal["warmup"]
+    warmup_epochs: float = Field(1.0, gt=0, description="epochs of linear warm-up")
+
+
+class StepSchedule(_Choice):
+    """Multiply the rate by gamma every step_epochs epochs."""
+
+    name: Literal["step"]
+    step_epochs: int = Field(10, gt=0, description="epochs between decays")
+    gamma: float = Field(0.1, gt=0, le=1, description="factor applied at each decay")
+    warmup_epochs: float = Field(0.0, ge=0, description="epochs of linear warm-up first")
+
+
+class CosineSchedule(_Choice):
+    """Cosine decay from train.lr to min_lr_ratio * train.lr over the run."""
+
+    name: Literal["cosine"]
+    warmup_epochs: float = Field(0.0, ge=0, description="epochs of linear warm-up first")
+    min_lr_ratio: float = Field(0.0, ge=0, lt=1, description="final rate as a fraction of train.lr")
+
+
+class OneCycleSchedule(_Choice):
+    """One cycle, as torch's OneCycleLR: up from train.lr / div_factor to train.lr, then far below the start."""
+
+    name: Literal["one_cycle"]
+    pct_start: float = Field(0.25, gt=0, lt=1, description="fraction of the run spent rising")
+    div_factor: float = Field(25.0, ge=1, description="start rate = train.lr / div_factor")
+    final_div_factor: float = Field(1e4, ge=1, description="final rate = start rate / final_div_factor")
+
+
+ScheduleSpec = Annotated[
+    Union[ConstantSchedule, WarmupSchedule, StepSchedule, CosineSchedule, OneCycleSchedule],
+    Field(discriminator="name"), BeforeValidator(_name_to_table),
+]
+
+
 # ----------------------------------------------------------------------------- train
 
 
@@ -266,9 +314,16 @@ class TrainSpec(_Section):
     batch_size: int = Field(64, gt=0, description="examples per training step")
     epochs: int = Field(10, gt=0, description="passes over the training rows")
     print_every: int = Field(1, gt=0, description="print a progress line every N epochs")
+    schedule: ScheduleSpec = Field(default_factory=lambda: ConstantSchedule(name="constant"),
+                                   description="learning-rate schedule over the run")
+    clip_grad_norm: float | None = Field(None, gt=0, description="clip the gradients' global norm to this")
     early_stopping: EarlyStopping | None = Field(None, description="stop early and restore the best weights")
     seed: int = Field(0, description="seed for initial weights, shuffling and dropout")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="where to train (auto = cuda if present)")
+    engine: Literal["auto", "eager", "graph", "compile"] = Field(
+        "auto", description="how steps run: eager, graph (CUDA graph replay), compile (torch.compile); auto picks")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="compute precision of forward and backward (auto = bf16 on CUDA that has it, else fp32)")
 
     @model_validator(mode="after")
     def _task_fits_loss(self) -> "TrainSpec":
@@ -367,7 +422,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...])
         node = result
         for i, part in enumerate(parts[:-1]):
             child = node.get(part)
-            if isinstance(child, str) and part in ("loss", "optimizer"):
+            if isinstance(child, str) and part in ("loss", "optimizer", "schedule"):
                 child = {"name": child}  # --set train.optimizer.momentum=0.9 on top of optimizer = "sgd"
             if child is None:
                 child = {}
@@ -432,8 +487,11 @@ def _explain(err: ValidationError, raw: dict[str, Any]) -> str:
 
 def _is_union_tag(part: Any) -> bool:
     # pydantic puts the chosen tag ("sgd") into the error location of a tagged union.
-    return isinstance(part, str) and part in {"cross_entropy", "bce", "mse", "l1", "huber",
-                                              "sgd", "adam", "adamw", "rmsprop"}
+    return isinstance(part, str) and part in _TAGS
+
+
+_TAGS = {"cross_entropy", "bce", "mse", "l1", "huber", "sgd", "adam", "adamw", "rmsprop",
+         "constant", "warmup", "step", "cosine", "one_cycle"}
 
 
 def _allowed_keys(parent: list[str], raw: dict[str, Any]) -> list[str]:
@@ -457,7 +515,8 @@ def _allowed_keys(parent: list[str], raw: dict[str, Any]) -> list[str]:
 
 
 def _choice_model(section: str, node: Any) -> type[BaseModel] | None:
-    tables = {"loss": (CrossEntropy, BCE, MSE, L1, Huber), "optimizer": (SGD, Adam, AdamW, RMSprop)}
+    tables = {"loss": (CrossEntropy, BCE, MSE, L1, Huber), "optimizer": (SGD, Adam, AdamW, RMSprop),
+              "schedule": (ConstantSchedule, WarmupSchedule, StepSchedule, CosineSchedule, OneCycleSchedule)}
     if section not in tables or not isinstance(node, dict):
         return None
     for model in tables[section]:
