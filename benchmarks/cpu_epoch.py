@@ -60,7 +60,7 @@ def main() -> None:
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "device": "cpu"},
     })
     data = prepare(spec)  # the same scaled training tensors netfit trains on
-    X, y = data.train.X, data.train.y
+    X, y = data.train.inputs(slice(None)), data.train.y  # scaled float32, as the tutorials feed it
 
     loop_times, netfit_times = [], []
     for round_ in range(args.rounds):

@@ -7,6 +7,7 @@ import torch
 import netfit
 from netfit.prepare import Split
 from netfit.progress import Progress
+from netfit.scaling import Scaler
 from netfit.spec import TrainSpec
 from netfit.train import fit_network
 
@@ -59,7 +60,7 @@ def test_steps_run_in_train_mode_and_validation_in_eval_mode():
             return x
 
     net = torch.nn.Sequential(torch.nn.Linear(4, 2), Recorder())
-    split = Split(torch.randn(64, 4), torch.randint(0, 2, (64,)))
+    split = Split(torch.randn(64, 4), torch.randint(0, 2, (64,)), Scaler("none"))
     recipe = TrainSpec(epochs=2, batch_size=32)
     fit_network(net, torch.nn.CrossEntropyLoss(), torch.optim.SGD(net.parameters(), lr=0.1), split, split,
                 recipe, "classification", torch.device("cpu"), Progress(None))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+import os
 import sys
+from contextlib import contextmanager
 from typing import Any, Callable, TextIO
 
 import numpy as np
@@ -18,12 +20,13 @@ from .model import build_network, count_parameters
 from .optim import build_optimizer
 from .prepare import PreparedData, prepare, resolve_widths
 from .progress import Progress
+from .engines import engine_name
 from .rundir import check_writable, read_run, write_run
 from .spec import CrossEntropy, BCE, MSE, Spec, load_spec, spec_from_dict
 from .train import EpochRecord, History, evaluate_split, fit_network
 from .trained import TrainedModel
 
-__all__ = ["Run", "fit", "load", "build_model", "as_spec", "resolve_device"]
+__all__ = ["Run", "fit", "load", "build_model", "as_spec", "resolve_device", "resolve_precision"]
 
 _DEFAULT_LOSS = {"classification": CrossEntropy(name="cross_entropy"), "binary": BCE(name="bce"),
                  "regression": MSE(name="mse")}
@@ -70,6 +73,28 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """``train.precision`` -> the autocast dtype, or None for plain fp32."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    if name == "fp16" and device.type != "cuda":
+        raise NetfitError(f'train.precision = "fp16" needs a CUDA device, not {device.type}; use "bf16" or "fp32"')
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+@contextmanager
+def _cpu_threads(device: torch.device):
+    """One intra-op thread per core this process may use, for the run only (restored after)."""
+    before = torch.get_num_threads()
+    if device.type == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def build_model(spec: Spec | dict[str, Any] | str | Path, input_size: int | None = None,
                 output_size: int | None = None) -> nn.Module:
     """The spec's network as a plain ``nn.Module`` (untrained, returning logits).
@@ -105,20 +130,25 @@ def fit(spec: Spec | dict[str, Any] | str | Path, X: Any = None, y: Any = None, 
     prep = data.preparation
     reporter = Progress(progress)
 
+    autocast_dtype = resolve_precision(spec.train.precision, device)
+    engine = engine_name(spec.train.engine, device, autocast_dtype)
+
     torch.manual_seed(spec.train.seed)  # initial weights and dropout masks
     network = build_network(spec.model, prep.input_size, prep.output_size).to(device)
     loss_options = spec.train.loss or _DEFAULT_LOSS[prep.task]
     loss_fn = build_loss(loss_options, data.train.y, prep.output_size).to(device)
     optimizer = build_optimizer(network.parameters(), spec.train.optimizer, spec.train.lr,
-                                spec.train.weight_decay)
+                                spec.train.weight_decay, capturable=engine == "graph")
     reporter.note(f"netfit: {prep.task} on {prep.dataset}: {len(data.train)} train, "
                   f"{len(data.val) if data.val else 0} val, {len(data.test) if data.test else 0} test rows; "
-                  f"{count_parameters(network):,} parameters on {device}")
+                  f"{count_parameters(network):,} parameters on {device} ({engine}, "
+                  f"{'fp32' if autocast_dtype is None else str(autocast_dtype).removeprefix('torch.')})")
 
-    history = fit_network(network, loss_fn, optimizer, data.train, data.val, spec.train, prep.task, device,
-                          reporter, on_epoch_end)
-    model = TrainedModel(network, spec, prep)
-    metrics = _final_metrics(model, loss_fn, data, history, device)
+    with _cpu_threads(device):
+        history = fit_network(network, loss_fn, optimizer, data.train, data.val, spec.train, prep.task, device,
+                              reporter, on_epoch_end, autocast_dtype, engine)
+        model = TrainedModel(network, spec, prep)
+        metrics = _final_metrics(model, loss_fn, data, history, device)
     model.metrics = metrics
     run_dir = None
     if out_dir is not None:
@@ -158,8 +188,7 @@ def _final_metrics(model: TrainedModel, loss_fn: nn.Module, data: PreparedData, 
     for part, split in (("val", data.val), ("test", data.test)):
         if split is None:
             continue
-        loss, _ = evaluate_split(model.network, loss_fn, split, model.task, device)
-        metrics[f"{part}_loss"] = loss
+        metrics[f"{part}_loss"] = float(evaluate_split(model.network, loss_fn, split.to(device), model.task)[0])
         report = model.report(split.X, split.y)
         for key in ("accuracy", "macro_f1", "mae", "rmse", "r2"):
             if key in report:

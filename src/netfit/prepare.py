@@ -25,13 +25,26 @@ _MAX_CLASSES_FROM_FLOATS = 20
 
 @dataclass
 class Split:
-    """Features ``X`` (float32, scaled) and targets ``y`` (int64 ids, or float32 (n, k)) as tensors."""
+    """Stored features ``X`` (uint8 images or float32 table rows, unscaled) and targets ``y``.
+
+    ``y`` holds int64 class ids, or float32 (n, k) values (scaled, for regression).
+    ``scaler`` turns stored rows into the network's inputs, batch by batch, on any device.
+    """
 
     X: torch.Tensor
     y: torch.Tensor
+    scaler: Scaler
 
     def __len__(self) -> int:
         return self.X.shape[0]
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.X.to(device), self.y.to(device), self.scaler)
+
+    def inputs(self, rows: torch.Tensor | slice) -> torch.Tensor:
+        """Scaled float32 inputs of ``rows`` (an index tensor or a slice)."""
+        stored = self.X.index_select(0, rows) if isinstance(rows, torch.Tensor) else self.X[rows]
+        return self.scaler.apply(stored)
 
 
 @dataclass
@@ -86,7 +99,7 @@ class Preparation:
         return torch.from_numpy(ids)
 
     def encode_features(self, X: np.ndarray, source: str) -> torch.Tensor:
-        """Scaled float32 features, checked against the model's input width."""
+        """Stored features (uint8 kept, else float32), unscaled, checked against the input width."""
         X = np.asarray(X)
         if X.ndim > 2:
             X = X.reshape(len(X), -1)
@@ -94,7 +107,8 @@ class Preparation:
             width = X.shape[1] if X.ndim == 2 else "?"
             raise NetfitError(f"{source}: rows have {width} features but the model expects {self.input_size}; "
                               "give the same columns the model was trained on")
-        return torch.from_numpy(self.input_scaler.transform(X))
+        stored = X if X.dtype == np.uint8 else X.astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(stored))
 
 
 @dataclass
@@ -165,7 +179,7 @@ def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None
         if Xp is None or len(Xp) == 0:
             return None
         return Split(preparation.encode_features(Xp, f"{raw.name} ({part})"),
-                     preparation.encode_targets(yp, f"{raw.name} ({part})"))
+                     preparation.encode_targets(yp, f"{raw.name} ({part})"), preparation.input_scaler)
 
     return PreparedData(preparation, split(X_tr, y_tr, "train"), split(X_val, y_val, "validation"),
                         split(raw.X_test, raw.y_test, "test"))

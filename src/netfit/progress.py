@@ -45,7 +45,7 @@ class Progress:
             return
         if self.bar:
             self.stream.write("\r\033[K")  # clear the bar line
-        if show:
+        if show and record is not None:
             line = f"{self._label}  loss {record.train_loss:.4f}"
             if record.val_loss is not None:
                 line += f"  val_loss {record.val_loss:.4f}  {self._SHORT[metric_name]} {record.val_metric:.4f}"

@@ -79,7 +79,8 @@ def write_run(parent: Path, name: str, network: torch.nn.Module, spec: Spec, pre
             "preparation": preparation.to_dict(),
             "metrics": metrics,
             "training": {"epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
-                         "stopped_early": history.stopped_early, "device": device},
+                         "stopped_early": history.stopped_early, "device": device,
+                         "engine": history.engine},
             "versions": _versions(),
             "files": {f: _sha256(staging / f) for f in (WEIGHTS, METRICS)},
         }

@@ -54,7 +54,9 @@ class TrainedModel:
         # Eval mode, no autograd, large batches: prediction needs none of training's machinery.
         device = next(self.network.parameters()).device
         self.network.eval()
-        outs = [self.network(features[i:i + batch_size].to(device)) for i in range(0, len(features), batch_size)]
+        scaler = self.preparation.input_scaler
+        outs = [self.network(scaler.apply(features[i:i + batch_size].to(device)))
+                for i in range(0, len(features), batch_size)]
         return torch.cat(outs).float().cpu() if outs else torch.zeros(0, self.preparation.output_size)
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -80,7 +82,7 @@ class TrainedModel:
         return self.report(features, self.preparation.encode_targets(_to_numpy(y), "targets"))
 
     def report(self, features: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
-        """The report for rows already encoded by ``preparation`` (scaled features, target ids)."""
+        """The report for rows already encoded by ``preparation`` (stored features, target ids)."""
         z = self._logits_of_features(features)
         if self.task == "regression":
             truth = self.preparation.target_scaler.inverse(targets.numpy())

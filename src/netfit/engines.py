@@ -1,0 +1,255 @@
+"""Engines: how the steps of an epoch are executed. The step itself is ``train.train_step``.
+
+- ``eager``: one Python call of ``train_step`` per batch. On the CPU there is no DataLoader and
+  no collate: a batch is an ``index_select`` of rows that already sit in memory.
+- ``compile``: the same, with the network wrapped by ``torch.compile``.
+- ``graph`` (CUDA): the whole step (gather and scaling of the batch, forward, loss, backward,
+  clipping, optimizer step, learning rate read from a device table) is captured as a CUDA graph
+  of several steps and replayed, so an epoch costs a handful of launches instead of thousands.
+
+The engine is chosen once per run (``train.engine``; "auto" takes ``graph`` on CUDA and ``eager``
+elsewhere) and falls back to ``eager`` with one line saying why when capture is impossible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import NetfitError
+from .prepare import Split
+from .registry import Registry
+
+__all__ = ["StepPlan", "ENGINES", "choose_engine", "engine_name", "EagerEngine", "CompiledEngine", "GraphEngine"]
+
+StepCallback = Callable[[int], None]
+
+
+@dataclass
+class StepPlan:
+    """Everything an engine needs to run the training steps of one run."""
+
+    model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    train: Split  # on the training device
+    batch_size: int
+    full_steps: int  # full batches per epoch
+    rest: int  # rows in the last, partial batch (0 = none)
+    rates: np.ndarray  # learning rate of every step of the run
+    clip_grad_norm: float | None
+    autocast_dtype: torch.dtype | None
+    grad_scaler: torch.amp.GradScaler | None = None  # fp16 only; it syncs with the host every step
+
+    @property
+    def steps(self) -> int:
+        return self.full_steps + (self.rest > 0)
+
+
+class EagerEngine:
+    """Runs ``train_step`` once per batch from Python, gathering batches into reused buffers."""
+
+    name = "eager"
+
+    def __init__(self, plan: StepPlan) -> None:
+        self.notes: list[str] = []
+        self.plan = plan
+        self.network = plan.model
+        self.step_count = 0  # steps run so far: the index into the learning-rate table
+        X = plan.train.X
+        # Allocated once per run: each step gathers into and scales within these buffers.
+        self._stored = torch.empty((plan.batch_size, *X.shape[1:]), dtype=X.dtype, device=X.device)
+        self._inputs = torch.empty(self._stored.shape, dtype=torch.float32, device=X.device)
+
+    def _set_lr(self) -> None:
+        rate = float(self.plan.rates[min(self.step_count, len(self.plan.rates) - 1)])
+        for group in self.plan.optimizer.param_groups:
+            group["lr"] = rate
+
+    def _step(self, rows: torch.Tensor) -> torch.Tensor:
+        from .train import train_step
+
+        p = self.plan
+        self._set_lr()
+        self.step_count += 1
+        n = len(rows)
+        stored = torch.index_select(p.train.X, 0, rows, out=self._stored[:n])
+        x = p.train.scaler.apply(stored, out=self._inputs[:n])
+        return train_step(self.network, p.loss_fn, p.optimizer, x, p.train.y.index_select(0, rows),
+                          p.clip_grad_norm, p.autocast_dtype, p.grad_scaler)
+
+    def run_epoch(self, order: torch.Tensor, on_step: StepCallback, steps: int | None = None) -> torch.Tensor:
+        """One pass over ``order``; returns the summed loss (weighted by batch size) on the device.
+
+        ``steps`` < a full epoch runs only the last ``steps`` batches (``order`` then starts there).
+        """
+        p = self.plan
+        loss_sum = torch.zeros((), device=order.device)
+        skipped = p.steps - (p.steps if steps is None else steps)
+        for i in range(skipped, p.steps):
+            start = (i - skipped) * p.batch_size
+            rows = order[start:start + (p.batch_size if i < p.full_steps else p.rest)]
+            loss_sum += self._step(rows) * len(rows)
+            on_step(i + 1 - skipped)
+        return loss_sum
+
+
+class CompiledEngine(EagerEngine):
+    """The eager loop over a ``torch.compile``d network (same parameters, same optimizer)."""
+
+    name = "compile"
+
+    def __init__(self, plan: StepPlan) -> None:
+        super().__init__(plan)
+        self.network = torch.compile(plan.model)
+
+
+class GraphEngine:
+    """Replays the training step as CUDA graphs of ``steps_per_graph`` steps each.
+
+    Each replay reads its batch indices from a static buffer that is refilled from the epoch's
+    permutation before the replay, and the learning rate from a device-side table indexed by a
+    device-side step counter, so nothing in a replay waits on the host. The first steps of the
+    run execute eagerly on a side stream (CUDA graphs need the optimizer state and the cuBLAS
+    workspaces to exist before capture); they are real training steps on the epoch's first
+    batches, so the trajectory is the one the eager engine takes.
+    """
+
+    name = "graph"
+    WARMUP_STEPS = 3
+    MAX_STEPS_PER_GRAPH = 16  # capture costs milliseconds per step; replays of 16 steps already hide launch costs
+
+    def __init__(self, plan: StepPlan) -> None:
+        if plan.train.X.device.type != "cuda":
+            raise _CannotCapture("CUDA graphs need a CUDA device")
+        self.plan = plan
+        device = plan.train.X.device
+        self.rates = torch.as_tensor(plan.rates, dtype=torch.float32, device=device)
+        self.step_count = torch.zeros((), dtype=torch.long, device=device)
+        self.lr = torch.full((), float(plan.rates[0]), dtype=torch.float32, device=device)
+        for group in plan.optimizer.param_groups:
+            group["lr"] = self.lr  # a device tensor that the captured step writes into
+        self.k = max(1, min(self.MAX_STEPS_PER_GRAPH, plan.full_steps))
+        self.rows = torch.zeros(self.k * plan.batch_size, dtype=torch.long, device=device)
+        self.loss_sum = torch.zeros((), device=device)
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.warmed_up = 0
+        self.fallback: EagerEngine | None = None
+        self.notes: list[str] = []
+
+    def _step(self, rows: torch.Tensor) -> torch.Tensor:
+        from .train import train_step
+
+        p = self.plan
+        # Learning rate of this step, from the device table: no host value, so it can be captured.
+        self.lr.copy_(self.rates.index_select(0, self.step_count.clamp(max=len(self.rates) - 1).view(1))[0])
+        self.step_count += 1
+        return train_step(p.model, p.loss_fn, p.optimizer, p.train.inputs(rows), p.train.y.index_select(0, rows),
+                          p.clip_grad_norm, p.autocast_dtype)
+
+    def _steps(self, count: int) -> None:
+        b = self.plan.batch_size
+        for j in range(count):
+            self.loss_sum += self._step(self.rows[j * b:(j + 1) * b]) * b
+
+    def _graph(self, count: int) -> torch.cuda.CUDAGraph:
+        if count not in self.graphs:
+            graph = torch.cuda.CUDAGraph()
+            self.plan.optimizer.zero_grad(set_to_none=True)
+            with torch.cuda.graph(graph):
+                self._steps(count)
+            self.graphs[count] = graph
+        return self.graphs[count]
+
+    def run_epoch(self, order: torch.Tensor, on_step: StepCallback) -> torch.Tensor:
+        if self.fallback is not None:
+            return self.fallback.run_epoch(order, on_step)
+        p, b = self.plan, self.plan.batch_size
+        self.loss_sum.zero_()
+        done = 0
+        if self.warmed_up < self.WARMUP_STEPS:
+            count = min(self.WARMUP_STEPS, p.full_steps)
+            self.rows[:count * b].copy_(order[:count * b])
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self._steps(count)
+            torch.cuda.current_stream().wait_stream(side)
+            self.warmed_up, done = count, count
+        while done < p.full_steps:
+            count = min(self.k, p.full_steps - done)
+            self.rows[:count * b].copy_(order[done * b:(done + count) * b])
+            try:
+                graph = self._graph(count)
+            except RuntimeError as err:
+                # Capture is impossible (a module that syncs with the host, say): no kernel ran
+                # during the attempt, so the run goes on eagerly from exactly where it stood.
+                return self._fall_back(err, order, done, on_step)
+            graph.replay()
+            done += count
+            on_step(done)
+        if p.rest:
+            # The last, partial batch has its own shape; it runs eagerly through the same step.
+            start = p.full_steps * b
+            self.loss_sum += self._step(order[start:start + p.rest]) * p.rest
+            on_step(p.steps)
+        return self.loss_sum.clone()
+
+    def _fall_back(self, err: Exception, order: torch.Tensor, done: int, on_step: StepCallback) -> torch.Tensor:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        self.notes.append(f"netfit: cannot capture the training step as a CUDA graph ({reason}); "
+                          "running eagerly")
+        self.name = "eager"
+        self.fallback = EagerEngine(self.plan)
+        self.fallback.step_count = int(self.step_count)  # a sync, once, on the way out
+        loss = self.loss_sum.clone()
+        p = self.plan
+        tail = self.fallback.run_epoch(order[done * p.batch_size:], lambda i: on_step(done + i), steps=p.steps - done)
+        return loss + tail
+
+
+class _CannotCapture(Exception):
+    """Raised while setting up or capturing a graph; the run continues on the eager engine."""
+
+
+ENGINES: Registry[type] = Registry("engine")
+ENGINES.register("eager", EagerEngine)
+ENGINES.register("compile", CompiledEngine)
+ENGINES.register("graph", GraphEngine)
+
+
+def engine_name(requested: str, device: torch.device, precision: torch.dtype | None = None) -> str:
+    """``train.engine`` resolved for a device: "auto" is graph on CUDA, eager elsewhere."""
+    if requested == "graph" and device.type != "cuda":
+        raise NetfitError(f'train.engine = "graph" needs a CUDA device, not {device.type}; use "auto" or "eager"')
+    if requested == "graph" and precision == torch.float16:
+        raise NetfitError('train.precision = "fp16" needs a gradient scaler that reads back every step, which a '
+                          'CUDA graph cannot; use precision "bf16" with the graph engine, or engine "eager"')
+    if requested == "auto":
+        return "graph" if device.type == "cuda" and precision != torch.float16 else "eager"
+    return requested
+
+
+def choose_engine(name: str, plan: StepPlan, device: torch.device):
+    """The engine called ``name`` (already resolved) and a one-line note when another one runs."""
+    if name == "graph":
+        try:
+            return _checked_graph_engine(plan), None
+        except _CannotCapture as why:
+            return EagerEngine(plan), f"netfit: graph engine unavailable ({why}); running eagerly"
+    return ENGINES.get(name)(plan), None
+
+
+def _checked_graph_engine(plan: StepPlan) -> GraphEngine:
+    optimizer = plan.optimizer
+    for group in optimizer.param_groups:
+        if not (group.get("capturable") or group.get("fused")):
+            raise _CannotCapture(f"{type(optimizer).__name__} was not built capturable")
+    try:
+        return GraphEngine(plan)
+    except (RuntimeError, TypeError) as err:
+        raise _CannotCapture(str(err).splitlines()[0]) from None
