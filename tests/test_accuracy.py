@@ -41,3 +41,9 @@ def test_batchnorm_dropout_spec_trains_well(tmp_path):
     run = netfit.fit(load_spec(CONFIGS / "mnist-batchnorm-dropout.toml", ["train.device=cpu"]), out=tmp_path,
                      progress=None)
     assert run.metrics["test_accuracy"] >= 0.95, run.metrics
+
+
+@pytest.mark.slow
+def test_fast_recipe_reaches_89_percent_on_fashion_mnist(tmp_path):
+    run = netfit.fit(load_spec(CONFIGS / "fashion-mnist-fast.toml", ["train.device=cpu"]), out=None, progress=None)
+    assert run.metrics["test_accuracy"] >= 0.89, run.metrics

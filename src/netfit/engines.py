@@ -136,7 +136,8 @@ class GraphEngine:
         self.k = max(1, min(self.MAX_STEPS_PER_GRAPH, plan.full_steps))
         self.rows = torch.zeros(self.k * plan.batch_size, dtype=torch.long, device=device)
         self.loss_sum = torch.zeros((), device=device)
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self.graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        self.pool = None
         self.warmed_up = 0
         self.fallback: EagerEngine | None = None
         self.notes: list[str] = []
@@ -151,19 +152,31 @@ class GraphEngine:
         return train_step(p.model, p.loss_fn, p.optimizer, p.train.inputs(rows), p.train.y.index_select(0, rows),
                           p.clip_grad_norm, p.autocast_dtype)
 
-    def _steps(self, count: int) -> None:
-        b = self.plan.batch_size
+    def _steps(self, count: int, rows_per_step: int) -> None:
+        b = rows_per_step
         for j in range(count):
             self.loss_sum += self._step(self.rows[j * b:(j + 1) * b]) * b
 
-    def _graph(self, count: int) -> torch.cuda.CUDAGraph:
-        if count not in self.graphs:
+    def _graph(self, count: int, rows_per_step: int) -> torch.cuda.CUDAGraph:
+        """The graph of ``count`` steps of ``rows_per_step`` rows, captured on first use."""
+        key = (count, rows_per_step)
+        if key not in self.graphs:
             graph = torch.cuda.CUDAGraph()
             self.plan.optimizer.zero_grad(set_to_none=True)
-            with torch.cuda.graph(graph):
-                self._steps(count)
-            self.graphs[count] = graph
-        return self.graphs[count]
+            # One memory pool for all of the run's graphs: they never replay at the same time.
+            try:
+                with torch.cuda.graph(graph, pool=self.pool):
+                    self._steps(count, rows_per_step)
+            except RuntimeError as err:
+                raise _CannotCapture(_first_line(err)) from err
+            self.pool = graph.pool()
+            self.graphs[key] = graph
+        return self.graphs[key]
+
+    def _replay(self, order: torch.Tensor, start: int, count: int, rows_per_step: int) -> None:
+        # The only per-replay work: copy this chunk of the permutation into the static buffer.
+        self.rows[:count * rows_per_step].copy_(order[start:start + count * rows_per_step])
+        self._graph(count, rows_per_step).replay()
 
     def run_epoch(self, order: torch.Tensor, on_step: StepCallback) -> torch.Tensor:
         if self.fallback is not None:
@@ -177,32 +190,27 @@ class GraphEngine:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                self._steps(count)
+                self._steps(count, b)
             torch.cuda.current_stream().wait_stream(side)
             self.warmed_up, done = count, count
-        while done < p.full_steps:
-            count = min(self.k, p.full_steps - done)
-            self.rows[:count * b].copy_(order[done * b:(done + count) * b])
-            try:
-                graph = self._graph(count)
-            except RuntimeError as err:
-                # Capture is impossible (a module that syncs with the host, say): no kernel ran
-                # during the attempt, so the run goes on eagerly from exactly where it stood.
-                return self._fall_back(err, order, done, on_step)
-            graph.replay()
-            done += count
-            on_step(done)
-        if p.rest:
-            # The last, partial batch has its own shape; it runs eagerly through the same step.
-            start = p.full_steps * b
-            self.loss_sum += self._step(order[start:start + p.rest]) * p.rest
-            on_step(p.steps)
+        try:
+            while done < p.full_steps:
+                count = min(self.k, p.full_steps - done)
+                self._replay(order, done * b, count, b)
+                done += count
+                on_step(done)
+            if p.rest:
+                # The last, partial batch has its own shape, so it gets a one-step graph of its own.
+                self._replay(order, p.full_steps * b, 1, p.rest)
+                on_step(p.steps)
+        except _CannotCapture as err:
+            # Capture is impossible (a module that syncs with the host, say): no kernel ran
+            # during the attempt, so the run goes on eagerly from exactly where it stood.
+            return self._fall_back(err, order, done, on_step)
         return self.loss_sum.clone()
 
     def _fall_back(self, err: Exception, order: torch.Tensor, done: int, on_step: StepCallback) -> torch.Tensor:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        self.notes.append(f"netfit: cannot capture the training step as a CUDA graph ({reason}); "
-                          "running eagerly")
+        self.notes.append(f"netfit: cannot capture the training step as a CUDA graph ({err}); running eagerly")
         self.name = "eager"
         self.fallback = EagerEngine(self.plan)
         self.fallback.step_count = int(self.step_count)  # a sync, once, on the way out
@@ -214,6 +222,11 @@ class GraphEngine:
 
 class _CannotCapture(Exception):
     """Raised while setting up or capturing a graph; the run continues on the eager engine."""
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 ENGINES: Registry[type] = Registry("engine")
@@ -252,4 +265,4 @@ def _checked_graph_engine(plan: StepPlan) -> GraphEngine:
     try:
         return GraphEngine(plan)
     except (RuntimeError, TypeError) as err:
-        raise _CannotCapture(str(err).splitlines()[0]) from None
+        raise _CannotCapture(_first_line(err)) from None

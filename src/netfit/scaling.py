@@ -37,7 +37,9 @@ class Scaler:
             return x.float() if out is None else out.copy_(x)
         shift, scale = self._tensors(x.device)
         if out is None:
-            return (x.float() - shift) / scale
+            # One float32 copy, scaled in place: a batch costs one temporary, not three.
+            out = x.to(torch.float32, copy=True)
+            return out.sub_(shift).div_(scale)
         return torch.sub(x, shift, out=out).div_(scale)
 
     def _tensors(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

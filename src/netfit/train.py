@@ -228,10 +228,11 @@ class _EpochTimer:
 
 @torch.no_grad()
 def evaluate_split(model: nn.Module, loss_fn: nn.Module, split: Split, task: str,
-                   batch_size: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+                   batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean loss and the task's metric (accuracy, or R^2) on one split, in eval mode, on the device.
 
     Both come back as 0-dim device tensors: the caller decides when to pay for reading them.
+    Batches of 2048 rows keep the float32 copies of the inputs small next to the uint8 data.
     """
     was_training = model.training
     model.eval()  # Dropout off, BatchNorm uses running statistics

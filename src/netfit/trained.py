@@ -50,7 +50,7 @@ class TrainedModel:
         return self._logits_of_features(self.preparation.encode_features(_to_numpy(X), "input"))
 
     @torch.no_grad()
-    def _logits_of_features(self, features: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
+    def _logits_of_features(self, features: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
         # Eval mode, no autograd, large batches: prediction needs none of training's machinery.
         device = next(self.network.parameters()).device
         self.network.eval()
