@@ -22,3 +22,25 @@ class DataDependentNet(nn.Module):
 
     def forward(self, x):
         return self.a(x) if x.mean() > 0.3 else self.b(x)
+
+
+class NaNAt(nn.Module):
+    """A small MLP whose forward pass returns NaN on chosen training calls (the NaN-guard tests).
+
+    ``NaNAt.bad_calls`` holds the 1-based training-mode call numbers that go wrong; the test sets it.
+    """
+
+    bad_calls: set[int] = set()
+
+    def __init__(self, inputs: int = 12, classes: int = 4):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(inputs, 16), nn.ReLU(), nn.Linear(16, classes))
+        self.calls = 0
+
+    def forward(self, x):
+        out = self.body(x)
+        if self.training:
+            self.calls += 1
+            if self.calls in NaNAt.bad_calls:
+                out = out * float("nan")
+        return out

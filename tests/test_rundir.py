@@ -67,13 +67,20 @@ def test_regression_predictions_are_in_target_units(tmp_path):
     assert abs(np.mean(netfit.load(run.run_dir).predict(X)) - 1000) < 20
 
 
-def test_edited_spec_that_no_longer_fits_the_weights_is_refused(tmp_path):
+def test_edited_run_json_is_refused_and_a_resealed_edit_still_must_fit(tmp_path):
+    from netfit.storage import SEAL_KEY, dump_sealed_json
+
     X, y = _data()
     run = netfit.fit(SPEC, X, y, out=tmp_path, progress=None)
     info_path = run.run_dir / "run.json"
     info = json.loads(info_path.read_text())
     info["spec"]["model"]["hidden"] = [32]
     info_path.write_text(json.dumps(info))
+    with pytest.raises(NetfitError, match="does not match its own hash"):
+        netfit.load(run.run_dir)
+    # Even with its seal recomputed, a spec that no longer fits the weights is refused.
+    info.pop(SEAL_KEY)
+    info_path.write_bytes(dump_sealed_json(info))
     with pytest.raises(NetfitError, match="do not fit"):
         netfit.load(run.run_dir)
 

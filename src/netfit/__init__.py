@@ -5,11 +5,12 @@
 >>> run.metrics["test_accuracy"]  # doctest: +SKIP
 """
 
-from .api import Run, build_model, fit, load
-from .errors import NetfitError
+from .api import Run, build_model, fit, load, resume
+from .errors import NetfitError, TrainingInterrupted
 from .spec import Spec, load_spec
 from .trained import TrainedModel
 
 __version__ = "0.1.0"
 
-__all__ = ["Spec", "load_spec", "fit", "load", "build_model", "Run", "TrainedModel", "NetfitError", "__version__"]
+__all__ = ["Spec", "load_spec", "fit", "resume", "load", "build_model", "Run", "TrainedModel", "NetfitError",
+           "TrainingInterrupted", "__version__"]

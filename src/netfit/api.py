@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, TextIO
 
 import numpy as np
@@ -21,12 +21,14 @@ from .optim import build_optimizer
 from .prepare import PreparedData, prepare, resolve_widths
 from .progress import Progress
 from .engines import engine_name
-from .rundir import check_writable, read_run, write_run
+from .checkpoint import Checkpoint, Checkpointer, data_hash, list_checkpoints, verify_checkpoints
+from .rundir import check_writable, create_run_dir, finish_run, read_run, run_lock
 from .spec import CrossEntropy, BCE, MSE, Spec, load_spec, spec_from_dict
-from .train import EpochRecord, History, evaluate_split, fit_network
+from .storage import remove_tree
+from .train import EpochRecord, History, evaluate_split, fit_network, steps_per_epoch
 from .trained import TrainedModel
 
-__all__ = ["Run", "fit", "load", "build_model", "as_spec", "resolve_device", "resolve_precision"]
+__all__ = ["Run", "fit", "resume", "load", "build_model", "as_spec", "resolve_device", "resolve_precision"]
 
 _DEFAULT_LOSS = {"classification": CrossEntropy(name="cross_entropy"), "binary": BCE(name="bce"),
                  "regression": MSE(name="mse")}
@@ -119,16 +121,78 @@ def fit(spec: Spec | dict[str, Any] | str | Path, X: Any = None, y: Any = None, 
     ``X`` and ``y`` (NumPy arrays or tensors) replace the spec's data source when given.
     ``progress`` receives the per-epoch lines (None for silence); ``on_epoch_end(record, network)``
     is called after every epoch, outside its timed part (benchmarks use it to evaluate).
+    With ``out``, the run directory is created when training starts and receives checkpoints
+    (``train.checkpoint_every``); SIGINT or SIGTERM then writes one and raises
+    :class:`~netfit.errors.TrainingInterrupted`, and :func:`resume` continues the run.
     Returns a :class:`Run` with the final metrics and a :class:`TrainedModel`.
     """
     spec = as_spec(spec)
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         check_writable(out_dir)  # fail in a second, not after an hour of training
+    return _train(spec, X, y, out_dir, None, None, progress, on_epoch_end)
+
+
+def resume(run_dir: str | Path, X: Any = None, y: Any = None, *, epochs: int | None = None,
+           lr: float | None = None, spec: Spec | dict[str, Any] | str | Path | None = None,
+           data_dir: str | Path | None = None, progress: TextIO | None = sys.stdout,
+           on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None = None) -> Run:
+    """Continue a run from its latest checkpoint, exactly where it stopped.
+
+    Every file of the run is verified first. The run's own spec is used: ``epochs`` and ``lr``
+    are the only things that may change (``data_dir`` only says where the same data now lives).
+    ``spec``, when given, must agree with the run's; ``X`` and ``y`` must be the rows the run
+    was trained on (their hash is checked). On the CPU in fp32 the result is bit-identical to a
+    run that was never interrupted.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise NetfitError(f"run {str(run_dir)!r} does not exist or is not a folder; pass a run folder to resume")
+    if (run_dir / "run.json").exists():
+        read_run(run_dir)  # a finished run: its final files are checked too
+    resumable = [c for c in verify_checkpoints(run_dir) if c.body["kind"] == "resume"]
+    if not resumable:
+        raise NetfitError(f"run {str(run_dir)!r} has no checkpoint to resume from; train it again")
+    checkpoint = resumable[-1]
+    run_spec = checkpoint.spec
+    changes: dict[str, Any] = {}
+    if epochs is not None:
+        changes["epochs"] = epochs
+    if lr is not None:
+        changes["lr"] = lr
+    raw = run_spec.to_dict()
+    raw["train"].update(changes)
+    if data_dir is not None:
+        raw["data"]["data_dir"] = str(data_dir)
+    wanted = spec_from_dict(raw, source="the run's spec with the changes asked for")
+    if spec is not None:
+        differences = _differences(_comparable(as_spec(spec)), _comparable(wanted))
+        if differences:
+            raise NetfitError(f"the spec given disagrees with run {str(run_dir)!r} at {', '.join(differences[:5])}; "
+                              "a resume keeps the run's spec (only train.epochs and train.lr may change, with "
+                              "--set): drop the spec argument, or start a new run")
+    state = checkpoint.training_state()
+    if state.stopped_early:
+        raise NetfitError(f"run {str(run_dir)!r} stopped early at epoch {state.epochs_done}; there is nothing "
+                          "to resume (start a new run to train it differently)")
+    if state.epochs_done >= wanted.train.epochs:
+        raise NetfitError(f"run {str(run_dir)!r} has already trained {state.epochs_done} epochs of "
+                          f"{wanted.train.epochs}; pass --set train.epochs=N with N > {state.epochs_done} "
+                          "to train it further")
+    return _train(wanted, X, y, None, run_dir, checkpoint, progress, on_epoch_end)
+
+
+def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | None, checkpoint: Checkpoint | None,
+           progress: TextIO | None, on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None) -> Run:
     device = resolve_device(spec.train.device)
     data = prepare(spec, X, y)
     prep = data.preparation
     reporter = Progress(progress)
+    keeps_files = out_dir is not None or run_dir is not None
+    data_sha256 = data_hash(data.train.X, data.train.y) if keeps_files else ""
+    if checkpoint is not None and checkpoint.body["data_sha256"] != data_sha256:
+        raise NetfitError(f"the training rows differ from those run {str(run_dir)!r} was trained on; a resume "
+                          "needs the same data (same files, same data.* settings)")
 
     autocast_dtype = resolve_precision(spec.train.precision, device)
     engine = engine_name(spec.train.engine, device, autocast_dtype)
@@ -143,19 +207,48 @@ def fit(spec: Spec | dict[str, Any] | str | Path, X: Any = None, y: Any = None, 
                   f"{len(data.val) if data.val else 0} val, {len(data.test) if data.test else 0} test rows; "
                   f"{count_parameters(network):,} parameters on {device} ({engine}, "
                   f"{'fp32' if autocast_dtype is None else str(autocast_dtype).removeprefix('torch.')})")
+    if checkpoint is not None:
+        reporter.note(f"netfit: resuming from {checkpoint.path}")
 
-    with _cpu_threads(device):
-        history = fit_network(network, loss_fn, optimizer, data.train, data.val, spec.train, prep.task, device,
-                              reporter, on_epoch_end, autocast_dtype, engine)
-        model = TrainedModel(network, spec, prep)
-        metrics = _final_metrics(model, loss_fn, data, history, device)
-    model.metrics = metrics
-    run_dir = None
-    if out_dir is not None:
-        name = f"{_slug(prep.dataset)}-{time.strftime('%Y%m%d-%H%M%S')}"
-        run_dir = write_run(out_dir, name, network, spec, prep, history, metrics, str(device))
-        model.run_dir = run_dir
+    created = run_dir is None and out_dir is not None
+    if created:
+        run_dir = create_run_dir(out_dir, f"{_slug(prep.dataset)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    checkpoints = None
+    if run_dir is not None:
+        full, rest = steps_per_epoch(len(data.train), spec.train.batch_size)
+        checkpoints = Checkpointer(run_dir, spec, data_sha256, full + (rest > 0))
+    with run_lock(run_dir) if run_dir is not None else nullcontext():
+        try:
+            with _cpu_threads(device):
+                history = fit_network(network, loss_fn, optimizer, data.train, data.val, spec.train, prep.task,
+                                      device, reporter, on_epoch_end, autocast_dtype, engine, checkpoints, checkpoint)
+                model = TrainedModel(network, spec, prep)
+                metrics = _final_metrics(model, loss_fn, data, history, device)
+        except BaseException:
+            if created and not list_checkpoints(run_dir) and not (run_dir / "checkpoints" / "best").is_dir():
+                remove_tree(run_dir)  # nothing worth keeping was written: leave no empty run behind
+            raise
+        model.metrics = metrics
+        if run_dir is not None:
+            finish_run(run_dir, network, spec, prep, history, metrics, str(device))
+            model.run_dir = run_dir
     return Run(run_dir, spec, metrics, history, model)
+
+
+def _comparable(spec: Spec) -> dict[str, Any]:
+    raw = spec.to_dict()
+    raw["data"].pop("data_dir", None)  # where the data lives, not what it is
+    return raw
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two spec dicts."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        found = []
+        for key in sorted(set(a) | set(b)):
+            found += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        return found
+    return [] if a == b else [f"{prefix.rstrip('.')} ({a!r} vs the run's {b!r})"]
 
 
 def load(path: str | Path, module: type[nn.Module] | None = None) -> TrainedModel:

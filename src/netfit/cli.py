@@ -11,14 +11,12 @@ import argparse
 import csv
 import io
 import json
-import os
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import NetfitError
+from .errors import NetfitError, TrainingInterrupted
 
 __all__ = ["main"]
 
@@ -46,7 +44,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", nargs="?", type=Path, help="TOML spec file (default: the tutorials' MNIST network)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec field, e.g. --set train.lr=3e-4 --set model.hidden=[256,128]")
-    p.add_argument("--out", type=Path, default=Path("runs"), help="folder that receives the run (default: runs)")
+    p.add_argument("--out", type=Path, help="folder that receives the run (default: runs)")
+    p.add_argument("--resume", type=Path, metavar="RUN",
+                   help="continue RUN from its latest checkpoint; --set may change train.epochs and train.lr only")
     p.add_argument("--data-dir", type=Path, help="folder with IDX files for mnist, fashion-mnist, kmnist")
     p.add_argument("--json", action="store_true", help="print one JSON object (run_dir, metrics) on stdout")
     p.add_argument("--quiet", action="store_true", help="print no per-epoch lines")
@@ -92,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _build_parser().print_help()
             return EXIT_USER
         return _COMMANDS[args.command](args)
+    except TrainingInterrupted as stop:
+        print(f"netfit: {stop}", file=sys.stderr)
+        return stop.exit_code
     except NetfitError as err:
         if debug:
             traceback.print_exc()
@@ -112,25 +115,50 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .api import fit
+    from .api import fit, resume
     from .spec import apply_overrides, default_spec_dict, load_spec, spec_from_dict
 
     overrides = list(args.overrides)
-    if args.data_dir is not None:
-        overrides.append(f"data.data_dir={json.dumps(str(args.data_dir))}")
-    if args.spec is not None:
-        spec = load_spec(args.spec, overrides)
-    else:
-        spec = spec_from_dict(apply_overrides(default_spec_dict(), overrides), source="default spec")
     # With --json, stdout carries only the JSON object; progress goes to stderr.
     progress = None if args.quiet else (sys.stderr if args.json else sys.stdout)
-    run = fit(spec, out=args.out, progress=progress)
+    if args.resume is not None:
+        if args.out is not None:
+            raise NetfitError("--out does not apply with --resume: the run continues in its own folder")
+        changes = _resume_changes(overrides)
+        spec = load_spec(args.spec, overrides) if args.spec is not None else None
+        run = resume(args.resume, spec=spec, data_dir=args.data_dir, progress=progress, **changes)
+    else:
+        if args.data_dir is not None:
+            overrides.append(f"data.data_dir={json.dumps(str(args.data_dir))}")
+        if args.spec is not None:
+            spec = load_spec(args.spec, overrides)
+        else:
+            spec = spec_from_dict(apply_overrides(default_spec_dict(), overrides), source="default spec")
+        run = fit(spec, out=args.out or Path("runs"), progress=progress)
     if args.json:
         print(json.dumps({"run_dir": str(run.run_dir), "metrics": run.metrics}))
     else:
         print(_metrics_line(run.metrics))
         print(f"saved run to {run.run_dir}")
     return EXIT_OK
+
+
+_RESUME_KEYS = {"train.epochs": "epochs", "train.lr": "lr"}
+
+
+def _resume_changes(overrides: list[str]) -> dict[str, Any]:
+    """``--set`` on a resume: train.epochs and train.lr only, anything else would change the run."""
+    from .spec import apply_overrides
+
+    changes = {}
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if key not in _RESUME_KEYS:
+            raise NetfitError(f"--set {key} cannot change a run being resumed: only train.epochs and train.lr "
+                              "may change; start a new run to change anything else")
+        value = apply_overrides({"train": {}}, [item])["train"][key.split(".", 1)[1]]
+        changes[_RESUME_KEYS[key]] = value
+    return changes
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -279,19 +307,12 @@ def _load_model(run: Path, trust_module: bool):
 
 def _write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename: the old file survives any failure."""
+    from .storage import write_atomic
+
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        write_atomic(path, text.encode("utf-8"))
     except OSError as err:
-        raise NetfitError(f"cannot write {path} ({err.strerror or err}); choose a writable folder") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
         raise NetfitError(f"cannot write {path} ({err.strerror or err}); choose a writable folder") from None
 
 

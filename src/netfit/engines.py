@@ -26,7 +26,8 @@ from .registry import Registry
 
 __all__ = ["StepPlan", "ENGINES", "choose_engine", "engine_name", "EagerEngine", "CompiledEngine", "GraphEngine"]
 
-StepCallback = Callable[[int], None]
+# Called with the number of steps done in the epoch so far; returns True to stop after them.
+StepCallback = Callable[[int], bool]
 
 
 @dataclass
@@ -44,6 +45,8 @@ class StepPlan:
     clip_grad_norm: float | None
     autocast_dtype: torch.dtype | None
     grad_scaler: torch.amp.GradScaler | None = None  # fp16 only; it syncs with the host every step
+    first_step: int = 0  # steps run before this process started (a resumed run): the index into ``rates``
+    skip_nonfinite: bool = False  # skip steps whose loss or gradients are NaN or infinite
 
     @property
     def steps(self) -> int:
@@ -59,8 +62,12 @@ class EagerEngine:
         self.notes: list[str] = []
         self.plan = plan
         self.network = plan.model
-        self.step_count = 0  # steps run so far: the index into the learning-rate table
+        self.step_count = plan.first_step  # steps run so far: the index into the learning-rate table
+        self.skipped = 0  # steps skipped for a non-finite loss or gradient (skip_nonfinite only)
         X = plan.train.X
+        # The run's first step with a non-finite loss or gradient (-1: none), kept on the device
+        # and read at the loop's next deliberate sync.
+        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=X.device)
         # Allocated once per run: each step gathers into and scales within these buffers.
         self._stored = torch.empty((plan.batch_size, *X.shape[1:]), dtype=X.dtype, device=X.device)
         self._inputs = torch.empty(self._stored.shape, dtype=torch.float32, device=X.device)
@@ -75,27 +82,34 @@ class EagerEngine:
 
         p = self.plan
         self._set_lr()
+        index = self.step_count
         self.step_count += 1
         n = len(rows)
         stored = torch.index_select(p.train.X, 0, rows, out=self._stored[:n])
         x = p.train.scaler.apply(stored, out=self._inputs[:n])
-        return train_step(self.network, p.loss_fn, p.optimizer, x, p.train.y.index_select(0, rows),
-                          p.clip_grad_norm, p.autocast_dtype, p.grad_scaler)
+        loss, finite = train_step(self.network, p.loss_fn, p.optimizer, x, p.train.y.index_select(0, rows),
+                                  p.clip_grad_norm, p.autocast_dtype, p.grad_scaler, p.skip_nonfinite)
+        self.first_bad_step.masked_fill_(~finite & (self.first_bad_step < 0), index)
+        if p.skip_nonfinite and not bool(finite):  # already synced inside train_step
+            self.skipped += 1
+            return torch.zeros_like(loss)
+        return loss
 
-    def run_epoch(self, order: torch.Tensor, on_step: StepCallback, steps: int | None = None) -> torch.Tensor:
-        """One pass over ``order``; returns the summed loss (weighted by batch size) on the device.
+    def run_epoch(self, order: torch.Tensor, on_step: StepCallback, start: int = 0) -> tuple[torch.Tensor, int]:
+        """Steps ``start``.. of the epoch whose permutation is ``order``.
 
-        ``steps`` < a full epoch runs only the last ``steps`` batches (``order`` then starts there).
+        Returns the summed loss (weighted by batch size, on the device) and the steps done, which
+        fall short of a full epoch only when ``on_step`` asked to stop.
         """
         p = self.plan
         loss_sum = torch.zeros((), device=order.device)
-        skipped = p.steps - (p.steps if steps is None else steps)
-        for i in range(skipped, p.steps):
-            start = (i - skipped) * p.batch_size
-            rows = order[start:start + (p.batch_size if i < p.full_steps else p.rest)]
+        for i in range(start, p.steps):
+            first = i * p.batch_size
+            rows = order[first:first + (p.batch_size if i < p.full_steps else p.rest)]
             loss_sum += self._step(rows) * len(rows)
-            on_step(i + 1 - skipped)
-        return loss_sum
+            if on_step(i + 1):
+                return loss_sum, i + 1
+        return loss_sum, p.steps
 
 
 class CompiledEngine(EagerEngine):
@@ -129,8 +143,11 @@ class GraphEngine:
         self.plan = plan
         device = plan.train.X.device
         self.rates = torch.as_tensor(plan.rates, dtype=torch.float32, device=device)
-        self.step_count = torch.zeros((), dtype=torch.long, device=device)
-        self.lr = torch.full((), float(plan.rates[0]), dtype=torch.float32, device=device)
+        self.step_count = torch.full((), plan.first_step, dtype=torch.long, device=device)
+        self.first_bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.skipped = 0  # never skips: skip_nonfinite runs on the eager engine
+        first_rate = plan.rates[min(plan.first_step, len(plan.rates) - 1)]
+        self.lr = torch.full((), float(first_rate), dtype=torch.float32, device=device)
         for group in plan.optimizer.param_groups:
             group["lr"] = self.lr  # a device tensor that the captured step writes into
         self.k = max(1, min(self.MAX_STEPS_PER_GRAPH, plan.full_steps))
@@ -149,8 +166,11 @@ class GraphEngine:
         # Learning rate of this step, from the device table: no host value, so it can be captured.
         self.lr.copy_(self.rates.index_select(0, self.step_count.clamp(max=len(self.rates) - 1).view(1))[0])
         self.step_count += 1
-        return train_step(p.model, p.loss_fn, p.optimizer, p.train.inputs(rows), p.train.y.index_select(0, rows),
-                          p.clip_grad_norm, p.autocast_dtype)
+        loss, finite = train_step(p.model, p.loss_fn, p.optimizer, p.train.inputs(rows),
+                                  p.train.y.index_select(0, rows), p.clip_grad_norm, p.autocast_dtype)
+        self.first_bad_step.copy_(torch.where(~finite & (self.first_bad_step < 0), self.step_count - 1,
+                                              self.first_bad_step))
+        return loss
 
     def _steps(self, count: int, rows_per_step: int) -> None:
         b = rows_per_step
@@ -178,46 +198,51 @@ class GraphEngine:
         self.rows[:count * rows_per_step].copy_(order[start:start + count * rows_per_step])
         self._graph(count, rows_per_step).replay()
 
-    def run_epoch(self, order: torch.Tensor, on_step: StepCallback) -> torch.Tensor:
+    def run_epoch(self, order: torch.Tensor, on_step: StepCallback, start: int = 0) -> tuple[torch.Tensor, int]:
         if self.fallback is not None:
-            return self.fallback.run_epoch(order, on_step)
+            return self.fallback.run_epoch(order, on_step, start)
         p, b = self.plan, self.plan.batch_size
         self.loss_sum.zero_()
-        done = 0
-        if self.warmed_up < self.WARMUP_STEPS:
-            count = min(self.WARMUP_STEPS, p.full_steps)
-            self.rows[:count * b].copy_(order[:count * b])
+        done = start
+        if self.warmed_up < self.WARMUP_STEPS and p.full_steps > done:
+            count = min(self.WARMUP_STEPS, p.full_steps - done)
+            self.rows[:count * b].copy_(order[done * b:(done + count) * b])
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 self._steps(count, b)
             torch.cuda.current_stream().wait_stream(side)
-            self.warmed_up, done = count, count
+            self.warmed_up, done = count, done + count
+            if on_step(done):
+                return self.loss_sum.clone(), done
         try:
             while done < p.full_steps:
                 count = min(self.k, p.full_steps - done)
                 self._replay(order, done * b, count, b)
                 done += count
-                on_step(done)
-            if p.rest:
+                if on_step(done):
+                    return self.loss_sum.clone(), done
+            if p.rest and done < p.steps:
                 # The last, partial batch has its own shape, so it gets a one-step graph of its own.
                 self._replay(order, p.full_steps * b, 1, p.rest)
-                on_step(p.steps)
+                done = p.steps
+                on_step(done)
         except _CannotCapture as err:
             # Capture is impossible (a module that syncs with the host, say): no kernel ran
             # during the attempt, so the run goes on eagerly from exactly where it stood.
             return self._fall_back(err, order, done, on_step)
-        return self.loss_sum.clone()
+        return self.loss_sum.clone(), done
 
-    def _fall_back(self, err: Exception, order: torch.Tensor, done: int, on_step: StepCallback) -> torch.Tensor:
+    def _fall_back(self, err: Exception, order: torch.Tensor, done: int,
+                   on_step: StepCallback) -> tuple[torch.Tensor, int]:
         self.notes.append(f"netfit: cannot capture the training step as a CUDA graph ({err}); running eagerly")
         self.name = "eager"
         self.fallback = EagerEngine(self.plan)
         self.fallback.step_count = int(self.step_count)  # a sync, once, on the way out
+        self.fallback.first_bad_step = self.first_bad_step
         loss = self.loss_sum.clone()
-        p = self.plan
-        tail = self.fallback.run_epoch(order[done * p.batch_size:], lambda i: on_step(done + i), steps=p.steps - done)
-        return loss + tail
+        tail, done = self.fallback.run_epoch(order, on_step, start=done)
+        return loss + tail, done
 
 
 class _CannotCapture(Exception):
@@ -249,6 +274,9 @@ def engine_name(requested: str, device: torch.device, precision: torch.dtype | N
 
 def choose_engine(name: str, plan: StepPlan, device: torch.device):
     """The engine called ``name`` (already resolved) and a one-line note when another one runs."""
+    if name == "graph" and plan.skip_nonfinite:
+        return EagerEngine(plan), ("netfit: train.on_nonfinite = \"skip_step\" checks every step on the host, "
+                                   "which a CUDA graph cannot; running eagerly")
     if name == "graph":
         try:
             return _checked_graph_engine(plan), None

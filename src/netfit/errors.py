@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["NetfitError"]
+__all__ = ["NetfitError", "TrainingInterrupted"]
 
 
 class NetfitError(Exception):
@@ -11,3 +11,15 @@ class NetfitError(Exception):
     The message is one line that names the problem and what to do about it. The CLI
     prints it and exits with code 2; internal bugs raise other exceptions and exit 1.
     """
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on SIGINT or SIGTERM after writing a checkpoint it can resume from.
+
+    ``exit_code`` is the shell's 128 + signal number (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, message: str, exit_code: int, checkpoint: str | None = None) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.checkpoint = checkpoint

@@ -324,6 +324,12 @@ class TrainSpec(_Section):
         "auto", description="how steps run: eager, graph (CUDA graph replay), compile (torch.compile); auto picks")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="compute precision of forward and backward (auto = bf16 on CUDA that has it, else fp32)")
+    checkpoint_every: int = Field(
+        1, ge=0, description="write a resumable checkpoint every N epochs (0 = only at the end); runs saved with out only")
+    keep_checkpoints: int = Field(3, gt=0, description="how many of the latest checkpoints to keep (the best is kept apart)")
+    on_nonfinite: Literal["stop", "skip_step"] = Field(
+        "stop", description="on a NaN or infinite loss or gradient: stop (the last good checkpoint stays), or skip "
+                            "that step (costs a host sync per step)")
 
     @model_validator(mode="after")
     def _task_fits_loss(self) -> "TrainSpec":

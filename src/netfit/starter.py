@@ -35,6 +35,9 @@ epochs = 10               # passes over the training rows
 print_every = 1           # progress line every N epochs
 seed = 0                  # same seed, same spec, same CPU: the same weights, bit for bit
 device = "auto"           # auto, cpu, cuda, mps
+checkpoint_every = 1      # resumable checkpoint every N epochs: `netfit train --resume RUN` continues
+keep_checkpoints = 3      # the latest K are kept (the best epoch's weights are kept apart)
+on_nonfinite = "stop"     # NaN/inf loss or gradient: stop (last good checkpoint stays) or skip_step
 
 # Stop when validation stops improving and keep the best weights:
 # [train.early_stopping]

@@ -11,30 +11,41 @@ the engine's business (``engines.py``); every engine runs this same ``train_step
 from __future__ import annotations
 
 import copy
-import math
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
 
 from .engines import StepPlan, choose_engine
-from .errors import NetfitError
+from .errors import NetfitError, TrainingInterrupted
 from .prepare import Split
 from .progress import Progress
 from .schedules import lr_table
+from .signals import EXIT_CODES, stop_on_signals
 from .spec import TrainSpec
 
-__all__ = ["train_step", "fit_network", "evaluate_split", "EpochRecord", "History", "steps_per_epoch"]
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint, Checkpointer
+
+__all__ = ["train_step", "fit_network", "evaluate_split", "EpochRecord", "History", "TrainingState",
+           "steps_per_epoch"]
 
 
 def train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
                x: torch.Tensor, y: torch.Tensor, clip_grad_norm: float | None = None,
                autocast_dtype: torch.dtype | None = None,
-               grad_scaler: torch.amp.GradScaler | None = None) -> torch.Tensor:
-    """One optimisation step on one batch; returns the batch loss, still on the device."""
+               grad_scaler: torch.amp.GradScaler | None = None,
+               skip_nonfinite: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on one batch.
+
+    Returns the batch loss and whether it was finite, both still on the device. With
+    ``skip_nonfinite`` or ``clip_grad_norm`` the flag covers the gradients too, and with
+    ``skip_nonfinite`` a step whose loss or gradients are not finite changes nothing.
+    """
     optimizer.zero_grad(set_to_none=True)
     with _autocast(x.device, autocast_dtype):
         logits = model(x)
@@ -42,17 +53,36 @@ def train_step(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opti
     loss = loss_fn(logits.float(), y)
     if grad_scaler is None:
         loss.backward()
+        grad_norm = None
         if clip_grad_norm is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+            grad_norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+        elif skip_nonfinite:
+            grad_norm = _grad_norm(model)
+        # Otherwise no extra pass over the gradients (it would cost a tenth of a CPU step): a bad
+        # gradient poisons the weights, so the next step's loss shows it, and the loop checks the
+        # weights themselves before every checkpoint. One device flag, read at the next sync.
+        finite = torch.isfinite(loss.detach() if grad_norm is None else loss.detach() + grad_norm)
+        if skip_nonfinite and not bool(finite):  # a host sync every step: the price of skipping
+            optimizer.zero_grad(set_to_none=True)
+            return loss.detach(), finite
         optimizer.step()
-    else:  # fp16: scale the loss so small gradients do not underflow; skip steps that overflow
+    else:  # fp16: scale the loss so small gradients do not underflow; the scaler skips steps that overflow
         grad_scaler.scale(loss).backward()
         if clip_grad_norm is not None:
             grad_scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
         grad_scaler.step(optimizer)
         grad_scaler.update()
-    return loss.detach()
+        finite = torch.isfinite(loss.detach())
+    return loss.detach(), finite
+
+
+def _grad_norm(model: nn.Module) -> torch.Tensor:
+    # The sum of per-tensor norms is finite exactly when every gradient is: one fused pass.
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=next(model.parameters()).device)
+    return torch.stack(torch._foreach_norm(grads)).sum()
 
 
 def _autocast(device: torch.device, dtype: torch.dtype | None):
@@ -93,6 +123,21 @@ class History:
 
 
 @dataclass
+class TrainingState:
+    """Where a run stands, apart from weights, optimizer and RNG states: what a resume needs."""
+
+    epochs_done: int = 0
+    steps_into_epoch: int = 0  # steps of epoch ``epochs_done + 1`` already run (0 at an epoch boundary)
+    global_step: int = 0
+    epoch_loss_sum: float = 0.0  # the summed loss of those steps, so the epoch's mean comes out whole
+    history: list[EpochRecord] = field(default_factory=list)
+    best_score: float = float("-inf")
+    best_epoch: int | None = None
+    waited: int = 0  # epochs without improvement, for early stopping
+    stopped_early: bool = False
+
+
+@dataclass
 class _Pending:
     """An epoch's figures still on the device, read back at the next print interval."""
 
@@ -107,93 +152,173 @@ def fit_network(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opt
                 train: Split, val: Split | None, recipe: TrainSpec, task: str,
                 device: torch.device, progress: Progress,
                 on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None = None,
-                autocast_dtype: torch.dtype | None = None, engine: str = "eager") -> History:
+                autocast_dtype: torch.dtype | None = None, engine: str = "eager",
+                checkpoints: "Checkpointer | None" = None, resume: "Checkpoint | None" = None) -> History:
     """Train ``model`` in place for ``recipe.epochs`` epochs (or until early stopping).
 
     ``on_epoch_end(record, model)`` runs after each epoch, outside the timed part of it.
+    With ``checkpoints``, a resumable checkpoint is written every ``recipe.checkpoint_every``
+    epochs, at the end and on SIGINT/SIGTERM, and the best epoch's weights are kept apart;
+    ``resume`` continues from such a checkpoint exactly where it was written.
     """
     train = train.to(device)  # the whole training set lives on the device: no per-batch copies
     val = val.to(device) if val is not None else None
     full, rest = steps_per_epoch(len(train), recipe.batch_size)
+    steps = full + (rest > 0)
     batch_size = min(recipe.batch_size, len(train))
-    rates = lr_table(recipe.schedule, recipe.lr, full + (rest > 0), recipe.epochs)
+    rates = lr_table(recipe.schedule, recipe.lr, steps, recipe.epochs)
     grad_scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
-    plan = StepPlan(model, loss_fn, optimizer, train, batch_size, full, rest, rates,
-                    recipe.clip_grad_norm, autocast_dtype, grad_scaler)
+    # The permutation is drawn on the training device from the run's seed: no host work per epoch.
+    generator = torch.Generator(device=device).manual_seed(recipe.seed)
+    state = TrainingState()
+    if resume is not None:
+        state = resume.training_state()
+        resume.restore(model, optimizer, generator, grad_scaler)
+    plan = StepPlan(model, loss_fn, optimizer, train, batch_size, full, rest, rates, recipe.clip_grad_norm,
+                    autocast_dtype, grad_scaler, first_step=state.global_step,
+                    skip_nonfinite=recipe.on_nonfinite == "skip_step")
     engine, reason = choose_engine(engine, plan, device)
-    history = History(metric_name="val_r2" if task == "regression" else "val_accuracy", engine=engine.name)
+    history = History(metric_name="val_r2" if task == "regression" else "val_accuracy", engine=engine.name,
+                      epochs=list(state.history), best_epoch=state.best_epoch)
     if reason:
         progress.note(reason)
 
-    # The permutation is drawn on the training device from the run's seed: no host work per epoch.
-    generator = torch.Generator(device=device).manual_seed(recipe.seed)
     watch = recipe.early_stopping
-    best_score, best_state, waited = -math.inf, None, 0
+    watched = watch.metric if watch is not None else history.metric_name
+    min_delta = watch.min_delta if watch is not None else 0.0
+    track_best = val is not None and (watch is not None or checkpoints is not None)
+    best_state = resume.best_weights() if watch is not None and resume is not None else None
     pending: list[_Pending] = []
 
-    for epoch in range(1, recipe.epochs + 1):
-        timer = _EpochTimer(device)
-        model.train()  # Dropout on, BatchNorm uses batch statistics
-        order = torch.randperm(len(train), generator=generator, device=device)  # fresh shuffle every epoch
-        progress.start_epoch(epoch, recipe.epochs, full + (rest > 0))
-        loss_sum = engine.run_epoch(order, progress.step)
-        timer.stop()
-        for note in engine.notes:
-            progress.note(note)
-        engine.notes.clear()
-        val_figures = evaluate_split(model, loss_fn, val, task) if val is not None else None
-        pending.append(_Pending(epoch, loss_sum, val_figures, float(rates[min(epoch * (full + (rest > 0)),
-                                                                               len(rates)) - 1]), timer))
+    def save(position: TrainingState, shuffle_state: torch.Tensor) -> Path:
+        return checkpoints.save(position, model, optimizer, shuffle_state, grad_scaler, engine.name, best_state)
 
-        # Host syncs happen here on purpose: at print intervals, at the end, and every epoch only
-        # when early stopping or an on_epoch_end callback needs the figures.
-        last = epoch == recipe.epochs
-        if epoch % recipe.print_every == 0 or last or watch is not None or on_epoch_end is not None:
-            for record in _read_back(pending, len(train)):
-                history.epochs.append(record)
-                progress.end_epoch(record, history.metric_name,
-                                   show=record.epoch % recipe.print_every == 0 or record.epoch == recipe.epochs)
-                if on_epoch_end is not None:
-                    on_epoch_end(record, model)
-            pending.clear()
-        else:
-            progress.end_epoch(None, history.metric_name, show=False)
+    def read_back(last_step: int) -> None:
+        # Host syncs happen here on purpose: at print intervals, at checkpoints, at the end, and
+        # every epoch only when early stopping, checkpoints or a callback need the figures.
+        weights_finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
+        records, first_bad, finite_weights = _read_back(pending, len(train), engine.first_bad_step, weights_finite)
+        if not plan.skip_nonfinite and (first_bad >= 0 or not finite_weights):
+            # No bad loss yet, yet bad weights: the gradients of the last step run were not finite.
+            at = first_bad if first_bad >= 0 else last_step
+            raise _nonfinite_error(at, steps, recipe, checkpoints)
+        pending.clear()
+        for record in records:
+            history.epochs.append(record)
+            progress.end_epoch(record, history.metric_name,
+                               show=record.epoch % recipe.print_every == 0 or record.epoch == recipe.epochs)
+            if on_epoch_end is not None:
+                on_epoch_end(record, model)
 
-        if watch is not None and val is not None:
-            record = history.epochs[-1]
-            score = _score(record, watch.metric)
-            if score > best_score + watch.min_delta:
-                best_score, waited, history.best_epoch = score, 0, epoch
-                best_state = copy.deepcopy(model.state_dict())
+    with stop_on_signals(enabled=checkpoints is not None) as stop:
+        for epoch in range(state.epochs_done + 1, recipe.epochs + 1):
+            timer = _EpochTimer(device)
+            model.train()  # Dropout on, BatchNorm uses batch statistics
+            shuffle_state = generator.get_state()  # what a checkpoint in this epoch records
+            order = torch.randperm(len(train), generator=generator, device=device)  # fresh shuffle every epoch
+            first = state.steps_into_epoch if epoch == state.epochs_done + 1 else 0
+            progress.start_epoch(epoch, recipe.epochs, steps)
+
+            def on_step(done: int) -> bool:
+                progress.step(done)
+                return stop.requested
+
+            skipped_before = engine.skipped
+            loss_sum, done = engine.run_epoch(order, on_step, first)
+            if first:
+                loss_sum = loss_sum + state.epoch_loss_sum  # the steps run before the resume
+            timer.stop()
+            for note in engine.notes:
+                progress.note(note)
+            engine.notes.clear()
+            if engine.skipped > skipped_before:
+                progress.note(f"netfit: epoch {epoch}: skipped {engine.skipped - skipped_before} steps with a "
+                              "NaN or infinite loss or gradient")
+
+            if done < steps:  # a signal arrived mid-epoch: checkpoint this exact position and stop
+                read_back((epoch - 1) * steps + done - 1)
+                position = replace(state, epochs_done=epoch - 1, steps_into_epoch=done,
+                                   global_step=(epoch - 1) * steps + done, epoch_loss_sum=float(loss_sum),
+                                   history=list(history.epochs))  # the sync above makes float() free
+                raise _interrupted(stop, save(position, shuffle_state), epoch, done, steps, checkpoints)
+
+            val_figures = evaluate_split(model, loss_fn, val, task) if val is not None else None
+            pending.append(_Pending(epoch, loss_sum, val_figures, float(rates[min(epoch * steps, len(rates)) - 1]),
+                                    timer))
+            last = epoch == recipe.epochs
+            if epoch % recipe.print_every == 0 or last or track_best or on_epoch_end is not None \
+                    or (checkpoints is not None and checkpoints.due(epoch)):
+                read_back(epoch * steps - 1)
             else:
-                waited += 1
-                if waited >= watch.patience:
-                    history.stopped_early = True
-                    progress.note(f"early stopping after epoch {epoch}: {watch.metric} has not improved for "
-                                  f"{watch.patience} epochs; restoring epoch {history.best_epoch}")
-                    break
+                progress.end_epoch(None, history.metric_name, show=False)
+
+            if track_best:  # read back this epoch, so the model holds this epoch's weights
+                score = _score(history.epochs[-1], watched)
+                if score > state.best_score + min_delta:
+                    state.best_score, state.waited, state.best_epoch = score, 0, epoch
+                    history.best_epoch = epoch
+                    if watch is not None:
+                        best_state = copy.deepcopy(model.state_dict())
+                    if checkpoints is not None:
+                        checkpoints.save_best(model, epoch, watched, score)
+                else:
+                    state.waited += 1
+            state = replace(state, epochs_done=epoch, steps_into_epoch=0, global_step=epoch * steps,
+                            epoch_loss_sum=0.0, history=list(history.epochs))
+            if watch is not None and val is not None and state.waited >= watch.patience:
+                history.stopped_early = state.stopped_early = True
+                progress.note(f"early stopping after epoch {epoch}: {watch.metric} has not improved for "
+                              f"{watch.patience} epochs; restoring epoch {history.best_epoch}")
+            if checkpoints is not None and (checkpoints.due(epoch) or last or state.stopped_early or stop.requested):
+                path = save(state, generator.get_state())
+                if stop.requested and not (last or state.stopped_early):
+                    raise _interrupted(stop, path, epoch + 1, 0, steps, checkpoints)
+            if state.stopped_early:
+                break
     if best_state is not None:
         model.load_state_dict(best_state)
     history.engine = engine.name
     return history
 
 
-def _read_back(pending: list[_Pending], rows: int) -> list[EpochRecord]:
-    """Turn pending device figures into records with one host sync for all of them."""
-    tensors = [p.loss_sum for p in pending] + [t for p in pending if p.val is not None for t in p.val]
+def _read_back(pending: list[_Pending], rows: int, first_bad_step: torch.Tensor,
+               weights_finite: torch.Tensor) -> tuple[list[EpochRecord], int, bool]:
+    """Turn pending device figures into records with one host sync for all of them.
+
+    Also returns the first step with a non-finite loss (-1: none) and whether the weights are finite.
+    """
+    tensors = [first_bad_step, weights_finite] + [p.loss_sum for p in pending] + [
+        t for p in pending if p.val is not None for t in p.val]
     values = torch.stack([t.float().reshape(()) for t in tensors]).tolist()  # the sync
+    first_bad, finite_weights, values = int(values[0]), bool(values[1]), values[2:]
     losses, vals = values[:len(pending)], iter(values[len(pending):])
     records = []
     for p, loss_sum in zip(pending, losses):
-        train_loss = loss_sum / rows
-        if not math.isfinite(train_loss):
-            raise NetfitError(f"training loss became {train_loss} by epoch {p.epoch}; lower train.lr, check "
-                              "that inputs are scaled (data.scaling) and that no row holds extreme values")
         val_loss = val_metric = None
         if p.val is not None:
             val_loss, val_metric = next(vals), next(vals)
-        records.append(EpochRecord(p.epoch, train_loss, val_loss, val_metric, p.lr, p.timer.seconds()))
-    return records
+        records.append(EpochRecord(p.epoch, loss_sum / rows, val_loss, val_metric, p.lr, p.timer.seconds()))
+    return records, first_bad, finite_weights
+
+
+def _nonfinite_error(step: int, steps: int, recipe: TrainSpec, checkpoints) -> NetfitError:
+    epoch, in_epoch = step // steps + 1, step % steps + 1
+    if checkpoints is not None and checkpoints.latest is not None:
+        kept = (f"the last good checkpoint, {checkpoints.latest}, is kept: resume from it with a lower rate, "
+                f"`netfit train --resume {checkpoints.run_dir} --set train.lr=...`")
+    else:
+        kept = "no checkpoint had been written yet"
+    return NetfitError(f"training stopped: the loss or gradients became NaN or infinite at epoch {epoch}, step "
+                       f"{in_epoch} of {steps}; likely causes: a learning rate too high (train.lr = {recipe.lr:g}), "
+                       f"inputs not scaled (data.scaling), or extreme or bad rows in the data; {kept}; "
+                       'train.on_nonfinite = "skip_step" skips such steps instead')
+
+
+def _interrupted(stop, checkpoint: Path, epoch: int, done: int, steps: int, checkpoints) -> TrainingInterrupted:
+    where = f"epoch {epoch}, step {done} of {steps}" if done else f"the end of epoch {epoch - 1}"
+    return TrainingInterrupted(f"stopped by {stop.name} at {where}; checkpoint written to {checkpoint}; "
+                               f"resume with: netfit train --resume {checkpoints.run_dir}",
+                               EXIT_CODES[stop.signum], str(checkpoint))
 
 
 def _score(record: EpochRecord, metric: str) -> float:
