@@ -239,10 +239,26 @@ def test_a_failing_final_write_leaves_a_resumable_run(tmp_path, monkeypatch):
     assert list_checkpoints(run.run_dir)[-1].name == "epoch-0003"
     with pytest.raises(NetfitError, match="has not finished"):
         netfit.load(run.run_dir)
+    # Training had ended: the resume only writes the final files, without a step of training.
+    finished = netfit.resume(run.run_dir, X, Y, progress=None)
+    assert netfit.load(run.run_dir).metrics["epochs"] == 3
+    assert [r.epoch for r in finished.history.epochs] == [1, 2, 3]
     with pytest.raises(NetfitError, match="already trained 3 epochs"):
         netfit.resume(run.run_dir, X, Y, progress=None)
     netfit.resume(run.run_dir, X, Y, epochs=4, progress=None)
     assert netfit.load(run.run_dir).metrics["epochs"] == 4
+
+
+def test_a_run_killed_after_early_stopping_but_before_its_final_files_is_finished_by_resume(tmp_path):
+    es = {"early_stopping": {"metric": "val_loss", "patience": 2}, "epochs": 12, "lr": 0.05}
+    run = netfit.fit(spec(**es), X, Y, out=tmp_path, progress=None)
+    assert run.history.stopped_early
+    expected = weights(run.run_dir)
+    (run.run_dir / "run.json").unlink()
+    netfit.resume(run.run_dir, X, Y, progress=None)
+    assert_identical(weights(run.run_dir), expected)  # the best epoch's weights, as before
+    with pytest.raises(NetfitError, match="stopped early"):
+        netfit.resume(run.run_dir, X, Y, progress=None)
 
 
 def test_an_output_path_under_a_regular_file_is_refused_before_training(tmp_path, capsys):

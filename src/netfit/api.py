@@ -172,12 +172,16 @@ def resume(run_dir: str | Path, X: Any = None, y: Any = None, *, epochs: int | N
                               "a resume keeps the run's spec (only train.epochs and train.lr may change, with "
                               "--set): drop the spec argument, or start a new run")
     state = checkpoint.training_state()
-    if state.stopped_early:
+    # A run whose training ended but whose final files were never written (killed in between) is
+    # finished by its resume, without training; a finished one needs more epochs to go on.
+    finished = (run_dir / "run.json").exists()
+    if state.stopped_early and finished:
         raise NetfitError(f"run {str(run_dir)!r} stopped early at epoch {state.epochs_done}; there is nothing "
                           "to resume (start a new run to train it differently)")
-    if state.epochs_done >= wanted.train.epochs:
+    done_training = state.stopped_early or state.epochs_done == wanted.train.epochs
+    if state.epochs_done > wanted.train.epochs or (finished and done_training):
         raise NetfitError(f"run {str(run_dir)!r} has already trained {state.epochs_done} epochs of "
-                          f"{wanted.train.epochs}; pass --set train.epochs=N with N > {state.epochs_done} "
+                          f"{run_spec.train.epochs}; pass --set train.epochs=N with N > {state.epochs_done} "
                           "to train it further")
     return _train(wanted, X, y, None, run_dir, checkpoint, progress, on_epoch_end)
 

@@ -211,7 +211,8 @@ def fit_network(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opt
                 on_epoch_end(record, model)
 
     with stop_on_signals(enabled=checkpoints is not None) as stop:
-        for epoch in range(state.epochs_done + 1, recipe.epochs + 1):
+        last_epoch = state.epochs_done if state.stopped_early else recipe.epochs  # a resume may only finish
+        for epoch in range(state.epochs_done + 1, last_epoch + 1):
             timer = _EpochTimer(device)
             model.train()  # Dropout on, BatchNorm uses batch statistics
             shuffle_state = generator.get_state()  # what a checkpoint in this epoch records
