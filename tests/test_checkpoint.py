@@ -224,6 +224,30 @@ def test_a_write_failing_part_way_keeps_the_last_good_checkpoint(tmp_path, monke
     assert_identical(weights(run_dir), weights(reference))
 
 
+def test_a_folder_that_stops_being_writable_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, reference):
+    import tempfile
+
+    real_mkdtemp = tempfile.mkdtemp
+
+    def refuse_third(*args, prefix="", **kwargs):
+        # Runs as root ignore permission bits, so the refusal is injected where the folder is made.
+        if prefix.startswith(".epoch-0003."):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_mkdtemp(*args, prefix=prefix, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse_third)
+    with pytest.raises(NetfitError, match="Permission denied.*epoch-0002 is intact.*writable.*--resume"):
+        netfit.fit(spec(), X, Y, out=tmp_path, progress=None)
+    monkeypatch.undo()
+    (run_dir,) = tmp_path.iterdir()
+    # A process killed mid-write leaves a staging folder: ignored, and cleared by the resume.
+    (run_dir / "checkpoints" / ".epoch-0003.partial-x").mkdir()
+    assert [p.name for p in list_checkpoints(run_dir)] == ["epoch-0001", "epoch-0002"]
+    netfit.resume(run_dir, X, Y, progress=None)
+    assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert_identical(weights(run_dir), weights(reference))
+
+
 def test_a_failing_final_write_leaves_a_resumable_run(tmp_path, monkeypatch):
     from netfit import rundir
 

@@ -222,6 +222,8 @@ def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | Non
         full, rest = steps_per_epoch(len(data.train), spec.train.batch_size)
         checkpoints = Checkpointer(run_dir, spec, data_sha256, full + (rest > 0))
     with run_lock(run_dir) if run_dir is not None else nullcontext():
+        if checkpoints is not None:
+            checkpoints.clear_leftovers()
         try:
             with _cpu_threads(device):
                 history = fit_network(network, loss_fn, optimizer, data.train, data.val, spec.train, prep.task,

@@ -94,6 +94,13 @@ class Checkpointer:
         existing = list_checkpoints(self.run_dir)
         self.latest: Path | None = existing[-1] if existing else None
 
+    def clear_leftovers(self) -> None:
+        """Remove staging folders a killed process left behind (call it holding the run's lock)."""
+        if self.folder.is_dir():
+            for path in self.folder.iterdir():
+                if path.name.startswith(".") and (".partial-" in path.name or ".replaced-" in path.name):
+                    remove_tree(path)
+
     def due(self, epoch: int) -> bool:
         every = self.spec.train.checkpoint_every
         return every > 0 and epoch % every == 0
