@@ -183,6 +183,8 @@ def test_resume_refuses_a_different_spec_but_takes_epochs_and_lr(tmp_path, capsy
         netfit.resume(run.run_dir, X[::-1].copy(), Y[::-1].copy(), epochs=3, progress=None)
     assert main(["train", "--resume", str(run.run_dir), "--set", "model.hidden=[8]"]) == 2
     assert "only train.epochs and train.lr" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run.run_dir), "--out", str(tmp_path / "elsewhere")]) == 2
+    assert "--out does not apply" in capsys.readouterr().err
     resumed = netfit.resume(run.run_dir, X, Y, epochs=3, lr=3e-4, progress=None)
     assert resumed.spec.train.lr == 3e-4 and len(resumed.history.epochs) == 3
 
