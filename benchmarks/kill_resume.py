@@ -34,6 +34,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from netfit.checkpoint import list_checkpoints
+
 TRAIN = [sys.executable, "-m", "netfit.cli", "train"]
 TIMEOUT = 600  # seconds for any one process
 SPEC = """\
@@ -76,8 +78,8 @@ def run_folder(out: Path) -> Path | None:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    names = sorted(p for p in (run_dir / "checkpoints").glob("epoch-*") if p.is_dir())
-    return names[-1] if names else None  # zero-padded names sort in training order
+    checkpoints = list_checkpoints(run_dir)
+    return checkpoints[-1] if checkpoints else None
 
 
 def epochs_done(checkpoint: Path) -> float:

@@ -28,6 +28,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from netfit.checkpoint import list_checkpoints
+
 pytestmark = pytest.mark.slow
 
 EPOCHS = 6
@@ -106,8 +108,8 @@ def run_folder(out: Path) -> Path | None:
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    names = sorted(p for p in (run_dir / "checkpoints").glob("epoch-*") if p.is_dir())
-    return names[-1] if names else None  # zero-padded names sort in training order
+    checkpoints = list_checkpoints(run_dir)
+    return checkpoints[-1] if checkpoints else None
 
 
 def epochs_done(checkpoint: Path) -> float:

@@ -22,7 +22,7 @@ from .prepare import PreparedData, prepare, resolve_widths
 from .progress import Progress
 from .engines import engine_name
 from .checkpoint import Checkpoint, Checkpointer, data_hash, list_checkpoints, verify_checkpoints
-from .rundir import check_writable, create_run_dir, finish_run, read_run, run_lock
+from .rundir import check_writable, create_run_dir, finish_run, is_finished, read_run, run_lock
 from .spec import CrossEntropy, BCE, MSE, Spec, load_spec, spec_from_dict
 from .storage import remove_tree
 from .train import EpochRecord, History, evaluate_split, fit_network, steps_per_epoch
@@ -148,9 +148,10 @@ def resume(run_dir: str | Path, X: Any = None, y: Any = None, *, epochs: int | N
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise NetfitError(f"run {str(run_dir)!r} does not exist or is not a folder; pass a run folder to resume")
-    if (run_dir / "run.json").exists():
-        read_run(run_dir)  # a finished run: its final files are checked too
-    resumable = [c for c in verify_checkpoints(run_dir) if c.body["kind"] == "resume"]
+    finished = is_finished(run_dir)
+    # Every file is verified before any is used; a finished run's final files are checked too.
+    verified = read_run(run_dir).checkpoints if finished else verify_checkpoints(run_dir)
+    resumable = [c for c in verified if c.body["kind"] == "resume"]
     if not resumable:
         raise NetfitError(f"run {str(run_dir)!r} has no checkpoint to resume from; train it again")
     checkpoint = resumable[-1]
@@ -174,7 +175,6 @@ def resume(run_dir: str | Path, X: Any = None, y: Any = None, *, epochs: int | N
     state = checkpoint.training_state()
     # A run whose training ended but whose final files were never written (killed in between) is
     # finished by its resume, without training; a finished one needs more epochs to go on.
-    finished = (run_dir / "run.json").exists()
     if state.stopped_early and finished:
         raise NetfitError(f"run {str(run_dir)!r} stopped early at epoch {state.epochs_done}; there is nothing "
                           "to resume (start a new run to train it differently)")

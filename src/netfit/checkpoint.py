@@ -37,7 +37,7 @@ from torch import nn
 
 from .errors import NetfitError
 from .spec import Spec, spec_from_dict
-from .storage import dump_sealed_json, fsync_dir, load_sealed_json, remove_tree
+from .storage import dump_sealed_json, fsync_dir, load_sealed_json, read_verified, remove_tree
 from .train import EpochRecord, TrainingState
 
 __all__ = ["CHECKPOINT_FORMAT", "Checkpointer", "Checkpoint", "list_checkpoints",
@@ -51,7 +51,11 @@ _NAME = re.compile(r"^epoch-(\d+)(?:\+(\d+))?$")
 
 def spec_hash(spec: Spec) -> str:
     """SHA-256 of the spec's canonical JSON: equal specs, equal hashes."""
-    return hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode("utf-8")).hexdigest()
+    return _spec_dict_hash(spec.to_dict())
+
+
+def _spec_dict_hash(raw: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(raw, sort_keys=True).encode("utf-8")).hexdigest()
 
 
 def data_hash(X: torch.Tensor, y: torch.Tensor) -> str:
@@ -277,23 +281,12 @@ def read_checkpoint(path: Path) -> Checkpoint:
         raise NetfitError(f"{path / STATE}: not a {CHECKPOINT_FORMAT} file")
     try:
         listed = dict(body["files"])
-        spec_ok = body["spec_sha256"] == hashlib.sha256(
-            json.dumps(body["spec"], sort_keys=True).encode("utf-8")).hexdigest()
+        spec_ok = body["spec_sha256"] == _spec_dict_hash(body["spec"])
     except (KeyError, TypeError, ValueError) as err:
         raise NetfitError(f"{path / STATE} is incomplete (missing {err}); it cannot be used") from None
     if not spec_ok:
         raise NetfitError(f"{path / STATE}: the spec does not match its recorded hash; refusing to use it")
-    blobs = {}
-    for fname, expected in listed.items():
-        try:
-            data = (path / fname).read_bytes()
-        except FileNotFoundError:
-            raise NetfitError(f"checkpoint {path} is missing {fname}; it cannot be used") from None
-        # The bytes that were hashed are the bytes that get parsed: no window to swap the file.
-        if hashlib.sha256(data).hexdigest() != expected:
-            raise NetfitError(f"{path / fname} does not match the hash in its state.json (truncated, damaged "
-                              "or edited after it was written); refusing to use it")
-        blobs[fname] = data
+    blobs = {fname: read_verified(path / fname, expected, path / STATE) for fname, expected in listed.items()}
     try:
         weights = load_tensors(blobs[WEIGHTS]) if WEIGHTS in blobs else {}
         tensors = load_tensors(blobs[TENSORS]) if TENSORS in blobs else {}

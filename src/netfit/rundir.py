@@ -33,14 +33,15 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as dump_tensors
 
-from .checkpoint import list_checkpoints, verify_checkpoints
+from .checkpoint import Checkpoint, list_checkpoints, verify_checkpoints
 from .errors import NetfitError
 from .prepare import Preparation
 from .spec import Spec, spec_from_dict
-from .storage import dump_sealed_json, fsync_dir, load_sealed_json, write_atomic
+from .storage import dump_sealed_json, fsync_dir, load_sealed_json, read_verified, write_atomic
 from .train import History
 
-__all__ = ["RunFiles", "check_writable", "create_run_dir", "run_lock", "finish_run", "read_run", "RUN_FORMAT"]
+__all__ = ["RunFiles", "check_writable", "create_run_dir", "run_lock", "finish_run", "read_run", "is_finished",
+           "RUN_FORMAT"]
 
 RUN_FORMAT = "netfit-run/1"
 WEIGHTS, INFO, METRICS, LOCK = "model.safetensors", "run.json", "metrics.csv", ".lock"
@@ -56,6 +57,7 @@ class RunFiles:
     state_dict: dict[str, torch.Tensor]
     metrics: dict[str, float]
     info: dict[str, Any]
+    checkpoints: list[Checkpoint]  # verified, oldest first, ``best`` last
 
 
 def check_writable(parent: Path) -> None:
@@ -140,13 +142,18 @@ def finish_run(run_dir: Path, network: torch.nn.Module, spec: Spec, preparation:
                           f"checkpoints are intact: free some space, then `netfit train --resume {run_dir}`") from None
 
 
+def is_finished(run_dir: Path) -> bool:
+    """Whether training wrote the run's final files (``run.json`` is written last)."""
+    return (Path(run_dir) / INFO).is_file()
+
+
 def read_run(path: str | Path) -> RunFiles:
     """Read a finished run, after checking every file of it (checkpoints included) against its hash."""
     path = Path(path)
     if not path.is_dir():
         raise NetfitError(f"run {str(path)!r} does not exist or is not a folder; pass a folder that "
                           "`netfit train` wrote")
-    if not (path / INFO).is_file():
+    if not is_finished(path):
         checkpoints = list_checkpoints(path)
         if checkpoints:
             raise NetfitError(f"run {str(path)!r} has not finished training (latest checkpoint: "
@@ -161,23 +168,17 @@ def read_run(path: str | Path) -> RunFiles:
         preparation = Preparation.from_dict(info["preparation"])
     except (KeyError, TypeError, ValueError) as err:
         raise NetfitError(f"{path / INFO} is incomplete (missing {err}); train the run again") from None
-    blobs = {}
     for name in (WEIGHTS, METRICS):
         if name not in expected:
             raise NetfitError(f"{path / INFO} lists no hash for {name}; the run is incomplete")
-        try:
-            blobs[name] = (path / name).read_bytes()
-        except FileNotFoundError:
-            raise NetfitError(f"run {str(path)!r} is missing {name}; the run is incomplete") from None
-        if hashlib.sha256(blobs[name]).hexdigest() != expected[name]:
-            raise NetfitError(f"{path / name} does not match the hash in {INFO} (changed or damaged after "
-                              "training); refusing to use it")
-    verify_checkpoints(path)
+    weights = read_verified(path / WEIGHTS, expected[WEIGHTS], path / INFO)
+    read_verified(path / METRICS, expected[METRICS], path / INFO)
+    checkpoints = verify_checkpoints(path)
     try:
-        state = load_tensors(blobs[WEIGHTS])
+        state = load_tensors(weights)
     except (SafetensorError, ValueError) as err:
         raise NetfitError(f"{path / WEIGHTS} cannot be read ({err})") from None
-    return RunFiles(path, spec, preparation, state, dict(info.get("metrics", {})), info)
+    return RunFiles(path, spec, preparation, state, dict(info.get("metrics", {})), info, checkpoints)
 
 
 def _metrics_csv(history: History) -> str:

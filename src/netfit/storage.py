@@ -19,18 +19,10 @@ from typing import Any
 
 from .errors import NetfitError
 
-__all__ = ["write_atomic", "fsync_dir", "fsync_file", "sha256_file", "dump_sealed_json", "load_sealed_json",
-           "remove_tree", "SEAL_KEY"]
+__all__ = ["write_atomic", "fsync_dir", "read_verified", "dump_sealed_json", "load_sealed_json", "remove_tree",
+           "SEAL_KEY"]
 
 SEAL_KEY = "sha256_of_body"
-
-
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def fsync_dir(path: Path) -> None:
@@ -63,12 +55,19 @@ def write_atomic(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def read_verified(path: Path, expected_sha256: str, listed_in: Path) -> bytes:
+    """The bytes of ``path`` if their SHA-256 is the one ``listed_in`` records, else a NetfitError.
+
+    The bytes that were hashed are the bytes the caller parses: no window to swap the file.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise NetfitError(f"{path} is missing (listed in {listed_in}); the run is incomplete") from None
+    if hashlib.sha256(data).hexdigest() != expected_sha256:
+        raise NetfitError(f"{path} does not match the hash in {listed_in} (truncated, damaged or edited after it "
+                          "was written); refusing to use it")
+    return data
 
 
 def _body_hash(body: dict[str, Any]) -> str:
