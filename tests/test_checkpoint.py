@@ -6,6 +6,7 @@ The kill-and-resume tests with real processes and signals are in test_kill_resum
 import errno
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,6 +286,69 @@ def test_a_run_killed_after_early_stopping_but_before_its_final_files_is_finishe
     assert_identical(weights(run.run_dir), expected)  # the best epoch's weights, as before
     with pytest.raises(NetfitError, match="stopped early"):
         netfit.resume(run.run_dir, X, Y, progress=None)
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL at one exact instant: nothing after it runs, no handler sees it."""
+
+
+def test_a_kill_while_an_old_checkpoint_is_being_deleted_leaves_every_visible_one_whole(tmp_path, monkeypatch,
+                                                                                       reference):
+    from netfit import checkpoint
+
+    real = checkpoint.remove_tree
+
+    def killed_half_way(path):
+        # Deleting epoch-0001 (at epoch 4, keeping 3): one file is gone, then the process dies.
+        if "epoch-0001" not in path.name:
+            return real(path)
+        next(path.rglob("state.json")).unlink()
+        raise Killed
+
+    monkeypatch.setattr(checkpoint, "remove_tree", killed_half_way)
+    with pytest.raises(Killed):
+        netfit.fit(spec(), X, Y, out=tmp_path, progress=None)
+    monkeypatch.undo()
+    (run_dir,) = tmp_path.iterdir()
+    assert [p.name for p in list_checkpoints(run_dir)] == ["epoch-0002", "epoch-0003", "epoch-0004"]
+    for path in list_checkpoints(run_dir):
+        read_checkpoint(path)
+    netfit.resume(run_dir, X, Y, progress=None)
+    assert not [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert_identical(weights(run_dir), weights(reference))
+
+
+def test_a_kill_between_setting_aside_the_best_weights_and_renaming_the_new_ones_puts_the_old_back(
+        tmp_path, monkeypatch, reference):
+    import os
+
+    from netfit.checkpoint import Checkpointer
+    from netfit.spec import spec_from_dict
+
+    real_rename = os.rename
+
+    def killed_before_the_new_best_lands(src, dst):
+        src = Path(src)
+        if src.name.startswith(".best.partial-") and list(src.parent.glob(".best.replaced-*/best")):
+            raise Killed  # the old best/ is set aside; the new one never lands
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", killed_before_the_new_best_lands)
+    with pytest.raises(Killed):
+        netfit.fit(spec(), X, Y, out=tmp_path, progress=None)
+    monkeypatch.undo()
+    (run_dir,) = tmp_path.iterdir()
+    folder = run_dir / "checkpoints"
+    assert not (folder / "best").exists() and [p for p in folder.iterdir() if ".best.replaced-" in p.name]
+    written = list_checkpoints(run_dir)[-1]
+    checkpoints = Checkpointer(run_dir, spec_from_dict(spec()), "", 1)
+    checkpoints.clear_leftovers()
+    assert sorted(p.name for p in folder.iterdir()) == sorted([p.name for p in list_checkpoints(run_dir)] + ["best"])
+    best = read_checkpoint(folder / "best")
+    assert best.body["epoch"] <= read_checkpoint(written).body["epochs_done"]  # the old best, whole
+    resumed = netfit.resume(run_dir, X, Y, progress=None)
+    assert_identical(weights(run_dir), weights(reference))
+    assert read_checkpoint(folder / "best").body["epoch"] == resumed.history.best_epoch
 
 
 def test_an_output_path_under_a_regular_file_is_refused_before_training(tmp_path, capsys):

@@ -10,8 +10,9 @@ A checkpoint is a folder under ``RUN/checkpoints/``::
                             with the hash of its own body
     best/                   the weights of the best validation epoch, with its own state.json
 
-Each folder is written into a hidden staging folder, fsynced, and renamed into place, so a crash
-at any instant leaves every earlier checkpoint as it was. Nothing here is ever unpickled: tensors
+Each folder is written into a hidden staging folder, fsynced, and renamed into place; an old one
+is renamed to a hidden name before it is deleted. So a crash at any instant leaves every visible
+checkpoint whole, and what it interrupted is a hidden folder that the next resume clears. Nothing here is ever unpickled: tensors
 are safetensors, the rest is JSON, and every file's hash is checked before any of it is used.
 """
 
@@ -99,11 +100,26 @@ class Checkpointer:
         self.latest: Path | None = existing[-1] if existing else None
 
     def clear_leftovers(self) -> None:
-        """Remove staging folders a killed process left behind (call it holding the run's lock)."""
-        if self.folder.is_dir():
-            for path in self.folder.iterdir():
-                if path.name.startswith(".") and (".partial-" in path.name or ".replaced-" in path.name):
-                    remove_tree(path)
+        """Tidy what a killed process left behind (call it holding the run's lock).
+
+        Staging folders and folders set aside for deletion go. A folder set aside to be replaced
+        whose replacement never arrived (killed between the two renames) is put back.
+        """
+        if not self.folder.is_dir():
+            return
+        for path in sorted(self.folder.iterdir()):
+            if not path.name.startswith("."):
+                continue
+            if ".replaced-" in path.name:
+                name = path.name[1:].split(".replaced-")[0]
+                if (path / name).is_dir() and not (self.folder / name).exists():
+                    os.rename(path / name, self.folder / name)
+                    fsync_dir(self.folder)
+                remove_tree(path)
+            elif ".partial-" in path.name or ".removed-" in path.name:
+                remove_tree(path)
+        existing = list_checkpoints(self.run_dir)
+        self.latest = existing[-1] if existing else None
 
     def due(self, epoch: int) -> bool:
         every = self.spec.train.checkpoint_every
@@ -142,9 +158,19 @@ class Checkpointer:
         path = self._write(_checkpoint_name(state), files, body)
         self.latest = path
         for old in list_checkpoints(self.run_dir)[:-self.spec.train.keep_checkpoints]:
-            remove_tree(old)
-        fsync_dir(self.folder)
+            self._discard(old)
         return path
+
+    def _discard(self, path: Path) -> None:
+        # Deleting file by file can be cut short; renaming first hides the folder in one step, so
+        # no visible checkpoint is ever half deleted.
+        try:
+            aside = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{path.name}.removed-"))
+            os.rename(path, aside / path.name)
+            fsync_dir(self.folder)
+        except OSError:
+            return  # an old checkpoint left in place costs space, not correctness; the next save retries
+        remove_tree(aside)
 
     def save_best(self, model: nn.Module, epoch: int, metric: str, score: float) -> Path:
         """Replace ``best/`` with the current weights, the best so far by ``metric``."""
