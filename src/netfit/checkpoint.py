@@ -96,8 +96,12 @@ class Checkpointer:
         self.spec = spec
         self.data_sha256 = data_sha256
         self.steps_per_epoch = steps_per_epoch
+
+    @property
+    def latest(self) -> Path | None:
+        """The newest resumable checkpoint on disk (only error messages ask, so a listing is cheap)."""
         existing = list_checkpoints(self.run_dir)
-        self.latest: Path | None = existing[-1] if existing else None
+        return existing[-1] if existing else None
 
     def clear_leftovers(self) -> None:
         """Tidy what a killed process left behind (call it holding the run's lock).
@@ -118,8 +122,6 @@ class Checkpointer:
                 remove_tree(path)
             elif ".partial-" in path.name or ".removed-" in path.name:
                 remove_tree(path)
-        existing = list_checkpoints(self.run_dir)
-        self.latest = existing[-1] if existing else None
 
     def due(self, epoch: int) -> bool:
         every = self.spec.train.checkpoint_every
@@ -156,7 +158,6 @@ class Checkpointer:
         }
         files = {WEIGHTS: _weights_bytes(model), TENSORS: dump_tensors(tensors)}
         path = self._write(_checkpoint_name(state), files, body)
-        self.latest = path
         for old in list_checkpoints(self.run_dir)[:-self.spec.train.keep_checkpoints]:
             self._discard(old)
         return path
@@ -165,8 +166,7 @@ class Checkpointer:
         # Deleting file by file can be cut short; renaming first hides the folder in one step, so
         # no visible checkpoint is ever half deleted.
         try:
-            aside = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{path.name}.removed-"))
-            os.rename(path, aside / path.name)
+            aside = self._set_aside(path, "removed")
             fsync_dir(self.folder)
         except OSError:
             return  # an old checkpoint left in place costs space, not correctness; the next save retries
@@ -185,6 +185,12 @@ class Checkpointer:
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "versions": {"netfit": __version__, "torch": torch.__version__}}
 
+    def _set_aside(self, path: Path, why: str) -> Path:
+        """Move ``path`` into a new hidden folder ``.NAME.WHY-*`` in one rename; returns that folder."""
+        aside = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{path.name}.{why}-"))
+        os.rename(path, aside / path.name)
+        return aside
+
     def _write(self, name: str, files: dict[str, bytes], body: dict[str, Any]) -> Path:
         final = self.folder / name
         staging: Path | None = None
@@ -195,10 +201,8 @@ class Checkpointer:
             for fname, data in {**files, STATE: dump_sealed_json(body)}.items():
                 _write_durably(staging / fname, data)
             fsync_dir(staging)
-            aside = None
-            if final.exists():  # the same position written again (best, or after a resume): swap it out
-                aside = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{name}.replaced-"))
-                os.rename(final, aside / name)
+            # The same position written again (best, or after a resume): swap the old one out.
+            aside = self._set_aside(final, "replaced") if final.exists() else None
             os.rename(staging, final)
             fsync_dir(self.folder)
             if aside is not None:
@@ -207,7 +211,8 @@ class Checkpointer:
         except OSError as err:
             if staging is not None:
                 remove_tree(staging)
-            kept = f"the last good checkpoint {self.latest} is intact" if self.latest else "no checkpoint was kept"
+            latest = self.latest
+            kept = f"the last good checkpoint {latest} is intact" if latest else "no checkpoint was kept"
             raise NetfitError(f"could not write checkpoint {final} ({err.strerror or err}); {kept}; free some "
                               f"space or make {self.folder} writable, then resume with "
                               f"`netfit train --resume {self.run_dir}`") from None

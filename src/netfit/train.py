@@ -304,8 +304,9 @@ def _read_back(pending: list[_Pending], rows: int, first_bad_step: torch.Tensor,
 
 def _nonfinite_error(step: int, steps: int, recipe: TrainSpec, checkpoints) -> NetfitError:
     epoch, in_epoch = step // steps + 1, step % steps + 1
-    if checkpoints is not None and checkpoints.latest is not None:
-        kept = (f"the last good checkpoint, {checkpoints.latest}, is kept: resume from it with a lower rate, "
+    latest = checkpoints.latest if checkpoints is not None else None
+    if latest is not None:
+        kept = (f"the last good checkpoint, {latest}, is kept: resume from it with a lower rate, "
                 f"`netfit train --resume {checkpoints.run_dir} --set train.lr=...`")
     else:
         kept = "no checkpoint had been written yet"
