@@ -9,6 +9,7 @@ keys are refused. A loss or an optimizer is a tagged union: ``"sgd"`` or
 
 from __future__ import annotations
 
+import codecs
 import json
 import tomllib
 from pathlib import Path
@@ -41,6 +42,12 @@ __all__ = [
     "SCALINGS",
 ]
 
+# Seeds are 32-bit, as scikit-learn's random_state: every generator netfit seeds takes them.
+MAX_SEED = 2**32 - 1
+# Bounds that no real run reaches but that keep absurd values (2**63 - 1 epochs) from reaching torch.
+MAX_EPOCHS = 1_000_000
+MAX_WIDTH = 2**31 - 1
+
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid")
 SCALINGS = ("auto", "none", "divide_by_255", "standardize")
 
@@ -57,7 +64,7 @@ class ModelSpec(_Section):
     """The network: Linear blocks with an activation, optional BatchNorm and Dropout, a linear head."""
 
     input: int | Literal["auto"] = Field("auto", description='input width, or "auto" to take it from the data')
-    hidden: list[Annotated[int, Field(gt=0)]] = Field(
+    hidden: list[Annotated[int, Field(gt=0, le=MAX_WIDTH)]] = Field(
         default_factory=lambda: [512, 256], description="sizes of the hidden layers, first to last"
     )
     activation: Literal[ACTIVATIONS] = Field("relu", description="activation after each hidden layer")  # type: ignore[valid-type]
@@ -81,8 +88,8 @@ class ModelSpec(_Section):
     @field_validator("input", "output")
     @classmethod
     def _positive_width(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value <= 0:
-            raise ValueError("must be a positive integer or \"auto\"")
+        if isinstance(value, int) and not 0 < value <= MAX_WIDTH:
+            raise ValueError(f"must be a positive integer up to {MAX_WIDTH} or \"auto\"")
         return value
 
     @model_validator(mode="after")
@@ -105,7 +112,14 @@ class DataSpec(_Section):
     format: Literal["idx", "csv", "npz", "npy"] | None = Field(
         None, description="format of data.path; inferred from the suffix when left out"
     )
-    target: str | None = Field(None, description="the target column of a CSV table")
+    target: str | list[str] | None = Field(
+        None, description='the CSV column to predict, or a list of columns for several regression targets')
+    header: bool = Field(
+        True, description="whether a CSV file's first row names its columns; false: columns are f0, f1, ... "
+                          "(never guessed)")
+    encoding: str | None = Field(
+        None, description="text encoding of CSV files (e.g. latin-1); left out: a byte-order mark decides, "
+                          "else UTF-8")
     test_path: Path | None = Field(None, description="a separate file with test examples, same format")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of training rows held out for validation")
     test_fraction: float = Field(
@@ -114,7 +128,8 @@ class DataSpec(_Section):
         lt=1.0,
         description="fraction of rows held out for testing when the data has no test part or test_path",
     )
-    split_seed: int = Field(0, description="seed of the train/validation/test split (kept apart from train.seed)")
+    split_seed: int = Field(0, ge=0, le=MAX_SEED,
+                            description="seed of the train/validation/test split (kept apart from train.seed)")
     scaling: Literal[SCALINGS] = Field(  # type: ignore[valid-type]
         "auto", description="input scaling fitted on training rows: auto, none, divide_by_255, standardize"
     )
@@ -125,6 +140,27 @@ class DataSpec(_Section):
         None, description="folder with IDX files for mnist, fashion-mnist, kmnist (else NETFIT_DATA_DIR, system, cache)"
     )
     download: bool = Field(True, description="download missing built-in datasets into the cache")
+
+    @field_validator("target")
+    @classmethod
+    def _target_names(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("an empty list names no target; give one column or several")
+            repeated = sorted({name for name in value if value.count(name) > 1})
+            if repeated:
+                raise ValueError(f"column {repeated[0]!r} is named twice")
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError("is not a text encoding Python knows; try utf-8, latin-1, cp1252 or utf-16") from None
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> "DataSpec":
@@ -312,13 +348,13 @@ class TrainSpec(_Section):
     lr: float = Field(1e-3, gt=0, description="learning rate")
     weight_decay: float = Field(0.0, ge=0.0, description="L2 penalty (decoupled for adamw)")
     batch_size: int = Field(64, gt=0, description="examples per training step")
-    epochs: int = Field(10, gt=0, description="passes over the training rows")
+    epochs: int = Field(10, gt=0, le=MAX_EPOCHS, description="passes over the training rows")
     print_every: int = Field(1, gt=0, description="print a progress line every N epochs")
     schedule: ScheduleSpec = Field(default_factory=lambda: ConstantSchedule(name="constant"),
                                    description="learning-rate schedule over the run")
     clip_grad_norm: float | None = Field(None, gt=0, description="clip the gradients' global norm to this")
     early_stopping: EarlyStopping | None = Field(None, description="stop early and restore the best weights")
-    seed: int = Field(0, description="seed for initial weights, shuffling and dropout")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed for initial weights, shuffling and dropout")
     device: Literal["auto", "cpu", "cuda", "mps"] = Field("auto", description="where to train (auto = cuda if present)")
     engine: Literal["auto", "eager", "graph", "compile"] = Field(
         "auto", description="how steps run: eager, graph (CUDA graph replay), compile (torch.compile); auto picks")
