@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Installs netfit with its test extras into ./.venv (if needed) and runs the whole test suite.
+# Installs what the test suite needs into ./.venv (netfit with every extra and the test tools) and
+# the Debian packages it reads data from, when it can, then runs the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh test
+bash scripts/system-packages.sh
+bash scripts/setup.sh all,test
 exec .venv/bin/python -m pytest "$@"

@@ -9,6 +9,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture
+def fashion_mnist() -> Path:
+    """Debian's Fashion-MNIST folder; fails, saying why, when the package is not installed.
+
+    scripts/test.sh installs it (as root, or with password-less sudo); elsewhere install it by hand.
+    """
+    if not (FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file():
+        pytest.fail(f"Fashion-MNIST is not installed in {FASHION_MNIST}: run `sudo apt-get install "
+                    "dataset-fashion-mnist` (scripts/test.sh does it when it runs as root or with sudo)",
+                    pytrace=False)
+    return FASHION_MNIST
+
+
 _IDX_TYPE_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B,
                    np.dtype(np.int32): 0x0C, np.dtype(np.float32): 0x0D, np.dtype(np.float64): 0x0E}
 

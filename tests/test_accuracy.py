@@ -19,7 +19,7 @@ def test_default_network_reaches_95_percent_on_mnist_sample(tmp_path):
 
 
 @pytest.mark.slow
-def test_fashion_mnist_spec_reaches_87_percent_in_5_epochs(tmp_path):
+def test_fashion_mnist_spec_reaches_87_percent_in_5_epochs(tmp_path, fashion_mnist):
     spec = load_spec(CONFIGS / "fashion-mnist.toml", ["train.device=cpu"])
     assert spec.train.epochs <= 5
     run = netfit.fit(spec, out=tmp_path, progress=None)
@@ -44,6 +44,6 @@ def test_batchnorm_dropout_spec_trains_well(tmp_path):
 
 
 @pytest.mark.slow
-def test_fast_recipe_reaches_89_percent_on_fashion_mnist(tmp_path):
+def test_fast_recipe_reaches_89_percent_on_fashion_mnist(tmp_path, fashion_mnist):
     run = netfit.fit(load_spec(CONFIGS / "fashion-mnist-fast.toml", ["train.device=cpu"]), out=None, progress=None)
     assert run.metrics["test_accuracy"] >= 0.89, run.metrics

@@ -387,7 +387,7 @@ def test_a_nonfinite_loss_stops_with_epoch_step_and_causes_and_keeps_the_last_go
     good = read_checkpoint(run_dir / "checkpoints" / "epoch-0002")
     assert all(torch.isfinite(t).all() for t in good.weights.values())
     nan_at()  # the cause is gone: the run resumes from the good checkpoint and finishes
-    netfit.resume(run_dir, X, Y, lr=3e-4, progress=None)
+    netfit.resume(run_dir, X, Y, lr=3e-4, progress=None, module=__import__("custom_module").NaNAt)
     assert len(netfit.load(run_dir, module=__import__("custom_module").NaNAt).metrics) > 0
 
 

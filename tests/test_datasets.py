@@ -86,7 +86,7 @@ def test_diabetes():
 # ----------------------------------------------------------------------------- IDX datasets
 
 
-def test_fashion_mnist_from_the_system_folder(monkeypatch, tmp_path):
+def test_fashion_mnist_from_the_system_folder(monkeypatch, tmp_path, fashion_mnist):
     # Debian's dataset-fashion-mnist installs it here; CI installs the package too.
     monkeypatch.delenv("NETFIT_DATA_DIR", raising=False)
     monkeypatch.setenv("NETFIT_CACHE_DIR", str(tmp_path / "cache"))

@@ -16,14 +16,15 @@ from torch import nn
 
 from .errors import NetfitError
 from .losses import build_loss
-from .model import build_network, count_parameters
+from .model import build_network, count_parameters, import_module_class
 from .optim import build_optimizer
 from .prepare import PreparedData, prepare, resolve_widths
+from .probe import check_custom_module, has_batchnorm
 from .progress import Progress
 from .engines import engine_name
 from .checkpoint import Checkpoint, Checkpointer, data_hash, list_checkpoints, verify_checkpoints
 from .rundir import check_writable, create_run_dir, finish_run, is_finished, read_run, run_lock
-from .spec import CrossEntropy, BCE, MSE, Spec, load_spec, spec_from_dict
+from .spec import BCE, MSE, CrossEntropy, Spec, load_spec, spec_from_dict, with_absolute_paths
 from .storage import remove_tree
 from .train import EpochRecord, History, evaluate_split, fit_network, steps_per_epoch
 from .trained import TrainedModel
@@ -126,7 +127,8 @@ def fit(spec: Spec | dict[str, Any] | str | Path, X: Any = None, y: Any = None, 
     :class:`~netfit.errors.TrainingInterrupted`, and :func:`resume` continues the run.
     Returns a :class:`Run` with the final metrics and a :class:`TrainedModel`.
     """
-    spec = as_spec(spec)
+    # Relative data paths are resolved now: the saved run names the same files from any folder.
+    spec = with_absolute_paths(as_spec(spec))
     out_dir = Path(out) if out is not None else None
     if out_dir is not None:
         check_writable(out_dir)  # fail in a second, not after an hour of training
@@ -136,7 +138,8 @@ def fit(spec: Spec | dict[str, Any] | str | Path, X: Any = None, y: Any = None, 
 def resume(run_dir: str | Path, X: Any = None, y: Any = None, *, epochs: int | None = None,
            lr: float | None = None, spec: Spec | dict[str, Any] | str | Path | None = None,
            data_dir: str | Path | None = None, progress: TextIO | None = sys.stdout,
-           on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None = None) -> Run:
+           on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None = None,
+           module: type[nn.Module] | None = None, trust_module: bool = False) -> Run:
     """Continue a run from its latest checkpoint, exactly where it stopped.
 
     Every file of the run is verified first. The run's own spec is used: ``epochs`` and ``lr``
@@ -144,6 +147,10 @@ def resume(run_dir: str | Path, X: Any = None, y: Any = None, *, epochs: int | N
     ``spec``, when given, must agree with the run's; ``X`` and ``y`` must be the rows the run
     was trained on (their hash is checked). On the CPU in fp32 the result is bit-identical to a
     run that was never interrupted.
+
+    A run folder never makes netfit import code on its own: a run trained with a custom
+    ``model.module`` resumes with that class passed as ``module``, with ``spec`` (your own spec,
+    which names the module) given, or with ``trust_module=True`` (import what the run names).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -167,7 +174,7 @@ def resume(run_dir: str | Path, X: Any = None, y: Any = None, *, epochs: int | N
         raw["data"]["data_dir"] = str(data_dir)
     wanted = spec_from_dict(raw, source="the run's spec with the changes asked for")
     if spec is not None:
-        differences = _differences(_comparable(as_spec(spec)), _comparable(wanted))
+        differences = _differences(_comparable(with_absolute_paths(as_spec(spec))), _comparable(wanted))
         if differences:
             raise NetfitError(f"the spec given disagrees with run {str(run_dir)!r} at {', '.join(differences[:5])}; "
                               "a resume keeps the run's spec (only train.epochs and train.lr may change, with "
@@ -183,11 +190,14 @@ def resume(run_dir: str | Path, X: Any = None, y: Any = None, *, epochs: int | N
         raise NetfitError(f"run {str(run_dir)!r} has already trained {state.epochs_done} epochs of "
                           f"{run_spec.train.epochs}; pass --set train.epochs=N with N > {state.epochs_done} "
                           "to train it further")
-    return _train(wanted, X, y, None, run_dir, checkpoint, progress, on_epoch_end)
+    # A spec the user gave names the module too (it was checked equal to the run's above).
+    module = _custom_module(wanted, module, trust_module or spec is not None, run_dir, "resuming")
+    return _train(wanted, X, y, None, run_dir, checkpoint, progress, on_epoch_end, module)
 
 
 def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | None, checkpoint: Checkpoint | None,
-           progress: TextIO | None, on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None) -> Run:
+           progress: TextIO | None, on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None,
+           module: type[nn.Module] | None = None) -> Run:
     device = resolve_device(spec.train.device)
     data = prepare(spec, X, y)
     prep = data.preparation
@@ -202,12 +212,13 @@ def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | Non
     engine = engine_name(spec.train.engine, device, autocast_dtype)
 
     torch.manual_seed(spec.train.seed)  # initial weights and dropout masks
-    network = build_network(spec.model, prep.input_size, prep.output_size).to(device)
+    network = build_network(spec.model, prep.input_size, prep.output_size, module).to(device)
     loss_options = spec.train.loss or _DEFAULT_LOSS[prep.task]
+    _check_network(network, spec, prep, data, loss_options.name, device)
     loss_fn = build_loss(loss_options, data.train.y, prep.output_size).to(device)
     optimizer = build_optimizer(network.parameters(), spec.train.optimizer, spec.train.lr,
                                 spec.train.weight_decay, capturable=engine == "graph")
-    reporter.note(f"netfit: {prep.task} on {prep.dataset}: {len(data.train)} train, "
+    reporter.note(f"netfit: {prep.task} ({prep.task_reason}) on {prep.dataset}: {len(data.train)} train, "
                   f"{len(data.val) if data.val else 0} val, {len(data.test) if data.test else 0} test rows; "
                   f"{count_parameters(network):,} parameters on {device} ({engine}, "
                   f"{'fp32' if autocast_dtype is None else str(autocast_dtype).removeprefix('torch.')})")
@@ -241,6 +252,20 @@ def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | Non
     return Run(run_dir, spec, metrics, history, model)
 
 
+def _check_network(network: nn.Module, spec: Spec, prep, data: PreparedData, loss_name: str,
+                   device: torch.device) -> None:
+    """Refuse, before the first step, a network that cannot train on this data with this loss."""
+    if spec.model.module is not None:
+        rows = data.train.inputs(slice(0, 256)).to(device)
+        check_custom_module(network, spec.model.module, rows, prep, loss_name, spec.model.allow_probability_outputs)
+    batch = min(spec.train.batch_size, len(data.train))
+    if batch < 2 and has_batchnorm(network):
+        why = ("train.batch_size = 1" if spec.train.batch_size < 2 else
+               f"there is only {len(data.train)} training row")
+        raise NetfitError(f"BatchNorm needs at least 2 rows in every training batch, but {why}; add rows (or lower "
+                          "data.val_fraction), raise train.batch_size, or turn model.batchnorm off")
+
+
 def _comparable(spec: Spec) -> dict[str, Any]:
     raw = spec.to_dict()
     raw["data"].pop("data_dir", None)  # where the data lives, not what it is
@@ -257,21 +282,17 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [f"{prefix.rstrip('.')} ({a!r} vs the run's {b!r})"]
 
 
-def load(path: str | Path, module: type[nn.Module] | None = None) -> TrainedModel:
+def load(path: str | Path, module: type[nn.Module] | None = None, trust_module: bool = False) -> TrainedModel:
     """Load a run directory as a :class:`TrainedModel`, after verifying every file's hash.
 
-    Nothing is unpickled and no code is imported: a run trained with a custom ``model.module``
-    needs that class passed explicitly as ``module``.
+    Nothing is unpickled and no code is imported on the run's say-so: a run trained with a
+    custom ``model.module`` needs that class passed as ``module``, or ``trust_module=True`` to
+    import the class the run names (only for runs you trust).
     """
     files = read_run(path)
     spec, prep = files.spec, files.preparation
-    if spec.model.module is not None:
-        if module is None:
-            raise NetfitError(f"run {str(path)!r} uses your own module {spec.model.module!r}; loading never "
-                              "imports code, so pass the class: netfit.load(path, module=YourClass)")
-        network = module(**spec.model.kwargs)
-    else:
-        network = build_network(spec.model, prep.input_size, prep.output_size)
+    module = _custom_module(spec, module, trust_module, Path(path), "loading")
+    network = build_network(spec.model, prep.input_size, prep.output_size, module)
     try:
         network.load_state_dict(files.state_dict, strict=True)
     except RuntimeError as err:
@@ -279,6 +300,18 @@ def load(path: str | Path, module: type[nn.Module] | None = None) -> TrainedMode
         raise NetfitError(f"{files.path}: the weights do not fit the network its spec describes "
                           f"({first[1].strip() if len(first) > 1 else first[0]})") from None
     return TrainedModel(network, spec, prep, files.metrics, files.path)
+
+
+def _custom_module(spec: Spec, module: type[nn.Module] | None, trusted: bool, run_dir: Path,
+                   doing: str) -> type[nn.Module] | None:
+    """The class for a run's own ``model.module``: the one passed, or imported only when trusted."""
+    if spec.model.module is None or module is not None:
+        return module
+    if not trusted:
+        raise NetfitError(f"run {str(run_dir)!r} uses your own module {spec.model.module!r}; {doing} never imports "
+                          "code named in a run folder: pass --trust-module if you trust this run (in Python: "
+                          "module=YourClass or trust_module=True)")
+    return import_module_class(spec.model.module)
 
 
 def _final_metrics(model: TrainedModel, loss_fn: nn.Module, data: PreparedData, history: History,

@@ -11,6 +11,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -21,6 +22,7 @@ from .errors import NetfitError, TrainingInterrupted
 __all__ = ["main"]
 
 EXIT_OK, EXIT_BUG, EXIT_USER = 0, 1, 2
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a process ended by SIGPIPE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,6 +52,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, help="folder with IDX files for mnist, fashion-mnist, kmnist")
     p.add_argument("--json", action="store_true", help="print one JSON object (run_dir, metrics) on stdout")
     p.add_argument("--quiet", action="store_true", help="print no per-epoch lines")
+    p.add_argument("--trust-module", action="store_true",
+                   help="with --resume: import the custom model.module the run names (only for runs you trust)")
 
     p = sub.add_parser("evaluate", parents=[common], help="report a run's metrics on its test rows or other data")
     p.add_argument("run", type=Path, help="run directory")
@@ -63,6 +67,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path, help="run directory")
     p.add_argument("input", type=Path, help="rows to predict: CSV, .npy, .npz or IDX images")
     p.add_argument("-o", "--output", type=Path, help="write a CSV here instead of to stdout")
+    p.add_argument("--force", action="store_true", help="replace the -o file if it exists")
     p.add_argument("--proba", action="store_true", help="add one probability column per class")
     p.add_argument("--format", choices=["idx", "csv", "npz", "npy"], help="input format (default: from the suffix)")
     p.add_argument("--trust-module", action="store_true",
@@ -72,6 +77,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", type=Path, help="a TOML spec or a run directory")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec field")
+    p.add_argument("--trust-module", action="store_true",
+                   help="for a run: import the custom model.module it names (only for runs you trust)")
 
     p = sub.add_parser("init", parents=[common], help="write an annotated starter spec")
     p.add_argument("path", nargs="?", type=Path, default=Path("netfit.toml"), help="where (default: netfit.toml)")
@@ -79,6 +86,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", parents=[common], help="print the spec's JSON Schema (for editors)")
     p.add_argument("-o", "--output", type=Path, help="write it to this file")
+    p.add_argument("--force", action="store_true", help="replace the -o file if it exists")
     return parser
 
 
@@ -103,6 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("netfit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`netfit evaluate RUN | head -2`): stop quietly, as Unix tools do, and
+        # point stdout at /dev/null so the interpreter's final flush does not complain either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as err:  # a bug in netfit, not the user's input
         if debug:
             traceback.print_exc()
@@ -126,8 +140,12 @@ def _train(args: argparse.Namespace) -> int:
             raise NetfitError("--out does not apply with --resume: the run continues in its own folder")
         changes = _resume_changes(overrides)
         spec = load_spec(args.spec, overrides) if args.spec is not None else None
-        run = resume(args.resume, spec=spec, data_dir=args.data_dir, progress=progress, **changes)
+        run = resume(args.resume, spec=spec, data_dir=args.data_dir, progress=progress,
+                     trust_module=args.trust_module, **changes)
     else:
+        if args.trust_module:
+            raise NetfitError("--trust-module is for --resume (and evaluate, predict, summary of a run): a spec you "
+                              "train names its own model.module")
         if args.data_dir is not None:
             overrides.append(f"data.data_dir={json.dumps(str(args.data_dir))}")
         if args.spec is not None:
@@ -187,16 +205,24 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate_test_part(model, data_dir: Path | None) -> dict[str, Any]:
     from .data import load_raw
+    from .prepare import arrays_sha256
 
     data_spec = model.spec.data
     if data_spec.dataset is None and data_spec.path is None:
         raise NetfitError("this run was trained on in-memory arrays; pass labelled rows with --data FILE")
     if data_dir is not None:
         data_spec = data_spec.model_copy(update={"data_dir": data_dir})
-    raw = load_raw(data_spec)
-    if raw.X_test is None:
+    recorded = model.preparation.test_sha256
+    if recorded is None:
         raise NetfitError("the run's data has no test part (no data.test_path or data.test_fraction); "
                           "pass labelled rows with --data FILE")
+    raw = load_raw(data_spec)
+    if raw.X_test is None or arrays_sha256(raw.X_test, raw.y_test) != recorded:
+        where = data_spec.test_path or data_spec.path or data_spec.dataset
+        rows = "no test part" if raw.X_test is None else f"a test part of {len(raw.X_test)} rows"
+        raise NetfitError(f"the run's test data has changed since training: {where} now gives {rows} that differ "
+                          f"from the rows the run was tested on (recorded in {model.run_dir / 'run.json'}); restore "
+                          "the data, or evaluate on a file of your choice with --data FILE")
     return model.evaluate(raw.X_test, raw.y_test)
 
 
@@ -240,18 +266,15 @@ def _summary(args: argparse.Namespace) -> int:
     from .model import build_network, count_parameters, layer_table
 
     if args.target.is_dir():
-        from .api import load
-
-        model = load(args.target)
+        model = _load_model(args.target, args.trust_module)
         network, spec, input_size = model.network, model.spec, model.preparation.input_size
     else:
         from .prepare import resolve_widths
         from .spec import load_spec
 
         spec = load_spec(args.target, args.overrides)
-        if spec.model.module is not None:
-            raise NetfitError("summary builds netfit's own layers; a custom model.module is not shown")
         input_size, output_size = resolve_widths(spec)
+        # A custom module is imported here because the user's own spec names it.
         network = build_network(spec.model, input_size, output_size)
     rows = layer_table(network, input_size)
     name_w = max(len("layer"), *(len(r[0]) for r in rows))
@@ -282,6 +305,7 @@ def _schema(args: argparse.Namespace) -> int:
     if args.output is None:
         sys.stdout.write(text)
     else:
+        _check_output_path(args.output, args.force)
         _write_atomic(args.output, text)
     return EXIT_OK
 
@@ -295,14 +319,21 @@ _COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "summa
 
 def _load_model(run: Path, trust_module: bool):
     from .api import load
-    from .model import import_module_class
-    from .rundir import read_run
 
-    if trust_module:
-        files = read_run(run)
-        module = import_module_class(files.spec.model.module) if files.spec.model.module else None
-        return load(run, module=module)
-    return load(run)
+    return load(run, trust_module=trust_module)
+
+
+def _check_output_path(path: Path, force: bool) -> None:
+    """Refuse to write over a run's files (ever) or over an existing file (without --force)."""
+    target = path.expanduser().absolute()
+    for folder in target.parents:
+        if (folder / "run.json").is_file() or (folder / "checkpoints").is_dir():
+            raise NetfitError(f"{path} is inside run folder {str(folder)!r}; netfit never writes over a run's "
+                              "files: choose a path outside it")
+    if target.is_dir():
+        raise NetfitError(f"{path} is a folder; give the path of a file to write")
+    if target.exists() and not force:
+        raise NetfitError(f"{path} already exists; choose another path or pass --force to replace it")
 
 
 def _write_atomic(path: Path, text: str) -> None:

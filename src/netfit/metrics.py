@@ -1,10 +1,23 @@
-"""Evaluation metrics computed from predictions: classification report and regression errors."""
+"""Evaluation reports from predictions, computed by scikit-learn's metrics.
+
+Regression R^2 is reported one way everywhere (training lines, ``metrics.csv``, ``run.json``,
+``evaluate``): scikit-learn's ``r2_score`` with ``multioutput="uniform_average"``, in the targets'
+own units. R^2 of one column does not change when the column is standardized, so the figure the
+training loop computes on standardized targets is the same number.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import (
+    confusion_matrix,
+    mean_absolute_error,
+    mean_squared_error,
+    precision_recall_fscore_support,
+    r2_score,
+)
 
 __all__ = ["classification_report", "regression_report"]
 
@@ -13,41 +26,54 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[
     """Accuracy, per-class precision, recall, F1 and support, macro F1, and the confusion matrix.
 
     ``confusion[i][j]`` counts rows of true class i predicted as class j. A class that is never
-    predicted has precision 0 (not NaN), as a user reading the table would expect.
+    predicted has precision 0 (not NaN), as a user reading the table would expect; macro F1
+    averages over the classes present in ``y_true``.
     """
-    k = len(classes)
+    ids = np.arange(len(classes))
     y_true = np.asarray(y_true, dtype=np.int64).reshape(-1)
     y_pred = np.asarray(y_pred, dtype=np.int64).reshape(-1)
-    confusion = np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
-    tp = np.diag(confusion).astype(np.float64)
-    predicted = confusion.sum(axis=0)
-    actual = confusion.sum(axis=1)
-    precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
-    recall = np.divide(tp, actual, out=np.zeros(k), where=actual > 0)
-    denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
-    present = actual > 0
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=ids, zero_division=0.0)
+    present = support > 0
     return {
-        "accuracy": float(tp.sum() / max(len(y_true), 1)),
+        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "per_class": [
             {"class": c, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for c, p, r, f, s in zip(classes, precision, recall, f1, actual)
+            for c, p, r, f, s in zip(classes, precision, recall, f1, support)
         ],
-        "confusion": confusion.tolist(),
+        "confusion": confusion_matrix(y_true, y_pred, labels=ids).tolist(),
         "rows": int(len(y_true)),
     }
 
 
-def regression_report(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
-    """MAE, RMSE and R^2 (pooled over target columns), in the targets' own units."""
+def regression_report(y_true: np.ndarray, y_pred: np.ndarray, names: list[str] | None = None) -> dict[str, Any]:
+    """MAE, RMSE and R^2 in the targets' own units, averaged over target columns, and per column.
+
+    ``names`` names the target columns (``target_0``... when not given); ``per_target`` holds one
+    entry per column when there are several.
+    """
     y_true = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
     y_pred = np.asarray(y_pred, dtype=np.float64).reshape(len(y_pred), -1)
-    err = y_pred - y_true
-    total = ((y_true - y_true.mean(axis=0)) ** 2).sum()
-    return {
-        "mae": float(np.abs(err).mean()),
-        "rmse": float(np.sqrt((err ** 2).mean())),
-        "r2": float(1.0 - (err ** 2).sum() / total) if total > 0 else float("nan"),
+    report: dict[str, Any] = {
+        "mae": float(mean_absolute_error(y_true, y_pred)),
+        "rmse": float(np.sqrt(mean_squared_error(y_true, y_pred))),
+        "r2": _r2(y_true, y_pred, "uniform_average"),
         "rows": int(len(y_true)),
     }
+    if y_true.shape[1] > 1:
+        names = names or [f"target_{i}" for i in range(y_true.shape[1])]
+        mae = mean_absolute_error(y_true, y_pred, multioutput="raw_values")
+        mse = mean_squared_error(y_true, y_pred, multioutput="raw_values")
+        r2 = _r2(y_true, y_pred, "raw_values")
+        report["per_target"] = [{"target": n, "mae": float(a), "rmse": float(np.sqrt(m)), "r2": float(r)}
+                                for n, a, m, r in zip(names, mae, mse, r2)]
+    return report
+
+
+def _r2(y_true: np.ndarray, y_pred: np.ndarray, multioutput: str):
+    # R^2 needs two rows; one row has no variance to explain.
+    if len(y_true) < 2:
+        return float("nan") if multioutput == "uniform_average" else np.full(y_true.shape[1], np.nan)
+    value = r2_score(y_true, y_pred, multioutput=multioutput)
+    return float(value) if multioutput == "uniform_average" else value

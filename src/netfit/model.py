@@ -20,10 +20,12 @@ import torch
 from torch import nn
 
 from .errors import NetfitError
+from .files import require_memory
 from .registry import Registry
 from .spec import ModelSpec
 
-__all__ = ["ACTIVATION_LAYERS", "build_network", "import_module_class", "count_parameters", "layer_table"]
+__all__ = ["ACTIVATION_LAYERS", "build_network", "import_module_class", "parameter_count", "count_parameters",
+           "layer_table"]
 
 ACTIVATION_LAYERS: Registry[Callable[[], nn.Module]] = Registry("activation")
 ACTIVATION_LAYERS.register("relu", nn.ReLU)
@@ -38,15 +40,21 @@ _INIT_NONLINEARITY = {"relu": "relu", "leaky_relu": "leaky_relu", "gelu": "relu"
                       "tanh": "tanh", "sigmoid": "sigmoid"}
 
 
-def build_network(model: ModelSpec, input_size: int, output_size: int) -> nn.Module:
+def build_network(model: ModelSpec, input_size: int, output_size: int, module: type | None = None) -> nn.Module:
     """Build the network a ``[model]`` section describes, for resolved input and output widths.
 
     A spec with ``module = "package.module:ClassName"`` builds the user's own class with
-    ``kwargs``; that import happens here, only because the user's spec asks for it.
+    ``kwargs``: ``module`` when the caller passes the class, else imported here. Callers import
+    only for a spec the user gave them, never for one read from a run folder.
     """
     if model.module is not None:
-        cls = import_module_class(model.module)
+        cls = module if module is not None else import_module_class(model.module)
         return _construct_custom(cls, model)
+    parameters = parameter_count(model, input_size, output_size)
+    # Weights, gradients and up to two optimizer moments, in float32: refused here rather than by
+    # the allocator, whose message would be a C++ stack trace.
+    require_memory(parameters * 4 * 4, f"the network's {parameters:,} parameters with their gradients and "
+                   "optimizer state", "use smaller model.hidden widths")
     blocks: list[tuple[str, nn.Module]] = []
     width = input_size
     for i, size in enumerate(model.hidden, start=1):
@@ -103,6 +111,13 @@ def _initialise(network: nn.Module, model: ModelSpec) -> None:
         else:
             nn.init.xavier_uniform_(module.weight, gain=nn.init.calculate_gain(act))
         nn.init.zeros_(module.bias)
+
+
+def parameter_count(model: ModelSpec, input_size: int, output_size: int) -> int:
+    """Parameters of netfit's own network for these widths, counted from the spec (nothing is built)."""
+    widths = [input_size, *model.hidden, output_size]
+    count = sum((a + 1) * b for a, b in zip(widths, widths[1:]))
+    return count + (2 * sum(model.hidden) if model.batchnorm else 0)
 
 
 def count_parameters(network: nn.Module) -> int:

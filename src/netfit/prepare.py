@@ -1,11 +1,13 @@
 """Raw arrays -> training-ready tensors: task, class ids, splits and scaling, decided once.
 
 Everything a trained model needs to treat new rows the same way (the task, class labels, the
-fitted scalers) is collected in :class:`Preparation` and saved in the run directory.
+columns, the fitted scalers) is collected in a :class:`~netfit.preparation.Preparation` and saved
+in the run directory. Every statistic is fitted on training rows only.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,13 +16,12 @@ import torch
 
 from .data import RawData, check_arrays, load_raw, split_rows
 from .errors import NetfitError
+from .preparation import Preparation
 from .scaling import Scaler, fit_scaler
-from .spec import LOSS_TASK, Spec
+from .spec import Spec
+from .task import infer_task, looks_like_class_ids, refuse_constant_target
 
-__all__ = ["Preparation", "PreparedData", "Split", "prepare", "infer_task", "resolve_widths"]
-
-# Float targets with few distinct whole values are class ids (a CSV "label" column read as floats).
-_MAX_CLASSES_FROM_FLOATS = 20
+__all__ = ["Preparation", "PreparedData", "Split", "prepare", "resolve_widths", "target_names", "arrays_sha256"]
 
 
 @dataclass
@@ -48,70 +49,6 @@ class Split:
 
 
 @dataclass
-class Preparation:
-    """What a trained model needs to know about its data: saved with every run."""
-
-    task: str  # "classification", "binary" or "regression"
-    input_size: int
-    output_size: int
-    classes: list[str] | None  # class labels, index = class id
-    input_scaler: Scaler
-    target_scaler: Scaler  # identity unless regression targets were standardized
-    dataset: str
-    text_labels: bool = False  # classes came from text labels, so predictions are returned as text
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "task": self.task,
-            "input_size": self.input_size,
-            "output_size": self.output_size,
-            "classes": self.classes,
-            "input_scaler": self.input_scaler.to_dict(),
-            "target_scaler": self.target_scaler.to_dict(),
-            "dataset": self.dataset,
-            "text_labels": self.text_labels,
-        }
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "Preparation":
-        return cls(
-            task=raw["task"],
-            input_size=int(raw["input_size"]),
-            output_size=int(raw["output_size"]),
-            classes=raw["classes"],
-            input_scaler=Scaler.from_dict(raw["input_scaler"]),
-            target_scaler=Scaler.from_dict(raw["target_scaler"]),
-            dataset=raw["dataset"],
-            text_labels=bool(raw.get("text_labels", False)),
-        )
-
-    def encode_targets(self, y: np.ndarray, source: str) -> torch.Tensor:
-        """Targets in the units and dtype the loss expects (class ids, or scaled floats)."""
-        if self.task == "regression":
-            y2 = np.asarray(y, dtype=np.float32).reshape(len(y), -1)
-            if y2.shape[1] != self.output_size:
-                raise NetfitError(f"{source}: targets have {y2.shape[1]} columns but the model predicts "
-                                  f"{self.output_size}")
-            return torch.from_numpy(self.target_scaler.transform(y2))
-        ids = _class_ids(y, self.classes, source)
-        if self.task == "binary":
-            return torch.from_numpy(ids.astype(np.float32)).reshape(-1, 1)
-        return torch.from_numpy(ids)
-
-    def encode_features(self, X: np.ndarray, source: str) -> torch.Tensor:
-        """Stored features (uint8 kept, else float32), unscaled, checked against the input width."""
-        X = np.asarray(X)
-        if X.ndim > 2:
-            X = X.reshape(len(X), -1)
-        if X.ndim != 2 or X.shape[1] != self.input_size:
-            width = X.shape[1] if X.ndim == 2 else "?"
-            raise NetfitError(f"{source}: rows have {width} features but the model expects {self.input_size}; "
-                              "give the same columns the model was trained on")
-        stored = X if X.dtype == np.uint8 else X.astype(np.float32)
-        return torch.from_numpy(np.ascontiguousarray(stored))
-
-
-@dataclass
 class PreparedData:
     """Tensors for each part; ``val`` and ``test`` are None when there is no such part."""
 
@@ -121,23 +58,11 @@ class PreparedData:
     test: Split | None
 
 
-def infer_task(spec: Spec, y: np.ndarray) -> tuple[str, str]:
-    """The task and a short reason, from ``train.task``, else the loss, else the targets."""
-    if spec.train.task != "auto":
-        return spec.train.task, "set in train.task"
-    if spec.train.loss is not None:
-        return LOSS_TASK[spec.train.loss.name], f"from loss {spec.train.loss.name!r}"
-    if y.dtype.kind in "iuUSOb":
-        return "classification", "integer or text targets"
-    if y.ndim == 1 and np.all(np.mod(y, 1) == 0) and len(np.unique(y)) <= _MAX_CLASSES_FROM_FLOATS:
-        return "classification", "whole-number targets with few distinct values"
-    return "regression", "real-valued targets"
-
-
 def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None) -> PreparedData:
     """Load (or take) the data, split, encode targets and fit scalers on training rows only."""
     raw = _raw_from_arrays(spec, X, y) if X is not None else _load_spec_data(spec)
-    task, _reason = infer_task(spec, raw.y_train)
+    names = target_names(spec, raw.y_train)
+    task, reason = infer_task(spec, raw.y_train, _describe_target(names))
 
     # Validation rows come out of the training part, before any statistic is fitted.
     keep, held = split_rows(len(raw.X_train), spec.data.val_fraction, spec.data.split_seed)
@@ -146,8 +71,9 @@ def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None
     if len(X_tr) == 0:
         raise NetfitError(f"{raw.name}: no training rows are left after the validation split; "
                           "lower data.val_fraction or add data")
+    refuse_constant_target(y_tr, names or ["the target"])
 
-    classes = _resolve_classes(spec, task, raw, y_tr)
+    classes, labels = _resolve_classes(spec, task, raw)
     output_size = _output_size(spec, task, classes, y_tr)
     input_size = int(np.prod(raw.X_train.shape[1:]))
     if spec.model.input != "auto" and spec.model.module is None and spec.model.input != input_size:
@@ -165,14 +91,19 @@ def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None
 
     preparation = Preparation(
         task=task,
+        task_reason=reason,
         input_size=input_size,
         output_size=output_size,
         classes=classes,
+        labels=labels,
         input_scaler=fit_scaler(method, X_tr.reshape(len(X_tr), -1)),
         target_scaler=fit_scaler(target_method, np.asarray(y_tr, np.float32).reshape(len(y_tr), -1))
         if task == "regression" else Scaler("none"),
         dataset=raw.name,
-        text_labels=task != "regression" and raw.y_train.dtype.kind in "USO",
+        feature_names=list(raw.feature_names) if raw.feature_names and len(raw.feature_names) == input_size
+        else None,
+        target_names=names if task == "regression" or (names and len(names) == 1) else None,
+        test_sha256=arrays_sha256(raw.X_test, raw.y_test) if raw.X_test is not None else None,
     )
 
     def split(Xp, yp, part):
@@ -193,6 +124,40 @@ def resolve_widths(spec: Spec) -> tuple[int, int]:
     return prep.input_size, prep.output_size
 
 
+def target_names(spec: Spec, y: np.ndarray) -> list[str] | None:
+    """Names of the target columns: ``data.target``, else ``target_0``... for several, else None."""
+    target = spec.data.target
+    if isinstance(target, str):
+        return [target]
+    if isinstance(target, list):
+        return list(target)
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        return [f"target_{i}" for i in range(y.shape[1])]
+    return None
+
+
+def _describe_target(names: list[str] | None) -> str:
+    if not names:
+        return "the target"
+    return f"target column {names[0]!r}" if len(names) == 1 else f"target columns {names}"
+
+
+def arrays_sha256(*arrays: np.ndarray | None) -> str:
+    """SHA-256 of arrays as read (dtype, shape and bytes), so a later read can tell the data changed."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        if array is None:
+            digest.update(b"none")
+            continue
+        array = np.ascontiguousarray(array)
+        if array.dtype.kind == "O":
+            array = array.astype(str)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
 def _load_spec_data(spec: Spec) -> RawData:
     if spec.data.dataset is None and spec.data.path is None:
         raise NetfitError("no data: set data.dataset (a built-in name) or data.path (a file), "
@@ -209,6 +174,8 @@ def _raw_from_arrays(spec: Spec, X: Any, y: Any) -> RawData:
         X = X.reshape(len(X), -1)
     if X.ndim == 1:
         raise NetfitError(f"X has shape {X.shape}; pass a 2-D array of rows x features (reshape(-1, 1) for one)")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
     check_arrays(X, y, "X, y")
     X_test = y_test = None
     if spec.data.test_fraction > 0:
@@ -218,36 +185,55 @@ def _raw_from_arrays(spec: Spec, X: Any, y: Any) -> RawData:
     return RawData(name="arrays", X_train=X, y_train=y, X_test=X_test, y_test=y_test, kind=kind)
 
 
-def _resolve_classes(spec: Spec, task: str, raw: RawData, y_train: np.ndarray) -> list[str] | None:
+def _resolve_classes(spec: Spec, task: str, raw: RawData) -> tuple[list[str] | None, str | None]:
+    """The class names (index = class id) and how labels were given: "ids", "text" or "integers".
+
+    Classes come from the training file's rows (validation rows included: a rare class may land
+    only there), never from the test part.
+    """
     if task == "regression":
-        return None
-    parts = [a for a in (raw.y_train, raw.y_test) if a is not None]
-    if raw.y_train.dtype.kind in "USO":
-        # Text labels: classes come from the training rows; unseen labels elsewhere are an error.
-        classes = sorted({str(v) for v in np.asarray(y_train).tolist()})
-        if task == "binary" and len(classes) != 2:
-            raise NetfitError(f"{raw.name}: binary needs exactly 2 labels, found {len(classes)}: "
-                              f"{', '.join(classes[:5])}; use task = \"classification\"")
-        return classes
-    labels = np.concatenate([np.asarray(p).reshape(-1) for p in parts])
-    if np.any(np.mod(labels, 1) != 0):
-        raise NetfitError(f"{raw.name}: {task} needs whole-number class ids, found {labels[np.mod(labels, 1) != 0][0]}; "
+        return None, None
+    y = np.asarray(raw.y_train)
+    if y.ndim > 1 and y.reshape(len(y), -1).shape[1] > 1:
+        raise NetfitError(f"{raw.name}: the targets have {y.reshape(len(y), -1).shape[1]} columns, but {task} "
+                          "needs one label per row; several target columns are for regression "
+                          "(train.task = \"regression\")")
+    y = y.reshape(-1)
+    if y.dtype.kind in "USO":
+        return _listed_classes(task, raw, sorted({str(v) for v in y.tolist()}), "text")
+    if y.dtype.kind == "b":
+        y = y.astype(np.int64)
+    if np.any(np.mod(y, 1) != 0):
+        raise NetfitError(f"{raw.name}: {task} needs whole-number class labels, found {y[np.mod(y, 1) != 0][0]}; "
                           "set train.task = \"regression\" for real-valued targets")
-    if labels.min() < 0:
-        raise NetfitError(f"{raw.name}: class ids must be 0 or more, found {int(labels.min())}; "
-                          "relabel the classes as 0..K-1")
+    values = np.unique(y).astype(np.int64)
+    fixed = spec.model.output if isinstance(spec.model.output, int) and spec.model.module is None else None
     if task == "binary":
-        if labels.max() > 1:
-            raise NetfitError(f"{raw.name}: binary targets must be 0 or 1, found {int(labels.max())}")
-        count = 2
-    else:
-        count = spec.model.output if isinstance(spec.model.output, int) else int(labels.max()) + 1
-        if labels.max() >= count:
-            raise NetfitError(f"{raw.name}: label {int(labels.max())} is outside the class range 0..{count - 1} "
+        if set(values.tolist()) <= {0, 1}:
+            return _named(raw, ["0", "1"]), "ids"
+        return _listed_classes(task, raw, [str(v) for v in values.tolist()], "integers")
+    if fixed is not None or (values[0] == 0 and looks_like_class_ids(values)):
+        # Class ids 0..K-1 (K from model.output when it is set): a class may be missing from the rows.
+        count = fixed if fixed is not None else int(values[-1]) + 1
+        labels = np.concatenate([values] + ([np.unique(raw.y_test)] if raw.y_test is not None else []))
+        if labels.min() < 0 or labels.max() >= count:
+            bad = labels[(labels < 0) | (labels >= count)][0]
+            raise NetfitError(f"{raw.name}: label {int(bad)} is outside the class range 0..{count - 1} "
                               f"(model.output = {count}); fix the labels or model.output")
-    if raw.class_names is not None and len(raw.class_names) == count:
-        return list(raw.class_names)
-    return [str(i) for i in range(count)]
+        return _named(raw, [str(i) for i in range(count)]), "ids"
+    # Whole numbers that are not ids 0..K-1 (-1/1, ratings 1..5, wine quality 3..8): each value is a class.
+    return _listed_classes(task, raw, [str(v) for v in values.tolist()], "integers")
+
+
+def _listed_classes(task: str, raw: RawData, classes: list[str], labels: str) -> tuple[list[str], str]:
+    if task == "binary" and len(classes) != 2:
+        raise NetfitError(f"{raw.name}: binary needs exactly 2 labels, found {len(classes)}: "
+                          f"{', '.join(classes[:5])}; use train.task = \"classification\"")
+    return classes, labels
+
+
+def _named(raw: RawData, ids: list[str]) -> list[str]:
+    return list(raw.class_names) if raw.class_names is not None and len(raw.class_names) == len(ids) else ids
 
 
 def _output_size(spec: Spec, task: str, classes: list[str] | None, y_train: np.ndarray) -> int:
@@ -261,19 +247,3 @@ def _output_size(spec: Spec, task: str, classes: list[str] | None, y_train: np.n
         raise NetfitError(f"model.output = {spec.model.output} but the {task} targets need {natural} outputs; "
                           'set model.output = "auto"')
     return natural
-
-
-def _class_ids(y: np.ndarray, classes: list[str] | None, source: str) -> np.ndarray:
-    y = np.asarray(y).reshape(-1)
-    if y.dtype.kind in "USO":
-        index = {c: i for i, c in enumerate(classes or [])}
-        unknown = sorted({str(v) for v in y.tolist()} - index.keys())
-        if unknown:
-            raise NetfitError(f"{source}: label {unknown[0]!r} does not appear in the training rows "
-                              f"(known: {', '.join(classes or [])})")
-        return np.array([index[str(v)] for v in y.tolist()], dtype=np.int64)
-    ids = y.astype(np.int64)
-    if len(ids) and (ids.min() < 0 or ids.max() >= len(classes or [])):
-        bad = ids[(ids < 0) | (ids >= len(classes or []))][0]
-        raise NetfitError(f"{source}: label {bad} is outside the class range 0..{len(classes or []) - 1}")
-    return ids

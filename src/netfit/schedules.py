@@ -12,10 +12,11 @@ from typing import Callable
 
 import numpy as np
 
+from .errors import NetfitError
 from .registry import Registry
 from .spec import ConstantSchedule, CosineSchedule, OneCycleSchedule, StepSchedule, WarmupSchedule
 
-__all__ = ["SCHEDULES", "lr_table"]
+__all__ = ["SCHEDULES", "MAX_STEPS", "lr_table"]
 
 # name -> factory(options, base lr, steps per epoch, total steps) -> rate of each step
 SCHEDULES: Registry[Callable[..., np.ndarray]] = Registry("schedule")
@@ -72,7 +73,16 @@ def _one_cycle(options: OneCycleSchedule, lr: float, steps_per_epoch: int, total
     return np.where(t <= peak_step, rising, falling)
 
 
+# The table costs 8 bytes a step: 50 million steps (400 MB) is days of training on a CPU and
+# hours on a GPU, far beyond any run netfit is meant for, and far below running out of memory.
+MAX_STEPS = 50_000_000
+
+
 def lr_table(options, lr: float, steps_per_epoch: int, epochs: int) -> np.ndarray:
     """The learning rate of every step of the run, float64, ``steps_per_epoch * epochs`` long."""
     total = max(steps_per_epoch * epochs, 1)
+    if total > MAX_STEPS:
+        raise NetfitError(f"train.epochs = {epochs} with {steps_per_epoch} steps per epoch is {total:,} steps, more "
+                          f"than the {MAX_STEPS:,} netfit plans for one run; lower train.epochs or raise "
+                          "train.batch_size")
     return SCHEDULES.get(options.name)(options, lr, steps_per_epoch, total)

@@ -22,6 +22,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -37,6 +38,7 @@ __all__ = [
     "load_spec",
     "spec_from_dict",
     "apply_overrides",
+    "with_absolute_paths",
     "spec_json_schema",
     "ACTIVATIONS",
     "SCALINGS",
@@ -84,6 +86,9 @@ class ModelSpec(_Section):
     kwargs: dict[str, Any] = Field(
         default_factory=dict, description="keyword arguments for the custom module's constructor"
     )
+    allow_probability_outputs: bool = Field(
+        False, description="let a custom module that ends in softmax or sigmoid train anyway (the loss then applies "
+                           "it a second time); left false, such a module is refused before the first step")
 
     @field_validator("input", "output")
     @classmethod
@@ -96,7 +101,29 @@ class ModelSpec(_Section):
     def _kwargs_need_module(self) -> "ModelSpec":
         if self.kwargs and self.module is None:
             raise ValueError("model.kwargs is only for a custom model.module; set model.module or remove kwargs")
+        if self.module is not None:
+            # These describe netfit's own layers; with a module of the user's they would be silently ignored.
+            given = [key for key in _LAYER_KEYS if key in self.model_fields_set]
+            if given:
+                raise ValueError(f"model.{given[0]} describes netfit's own layers and does nothing with your "
+                                 f"model.module {self.module!r}; remove model.{given[0]} (your module sets its own "
+                                 "layers through model.kwargs), or remove model.module")
+        elif self.allow_probability_outputs:
+            raise ValueError("model.allow_probability_outputs is for a custom model.module (netfit's own "
+                             "layers always return logits); remove it")
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_unused_layer_keys(self, handler):
+        # A spec with a module is saved without the layer keys it refuses, so it reads back as itself.
+        data = handler(self)
+        if self.module is not None and isinstance(data, dict):
+            for key in _LAYER_KEYS:
+                data.pop(key, None)
+        return data
+
+
+_LAYER_KEYS = ("input", "hidden", "activation", "batchnorm", "dropout", "output", "init")
 
 
 # ----------------------------------------------------------------------------- data
@@ -402,12 +429,12 @@ class Spec(_Section):
 
 
 def default_spec_dict() -> dict[str, Any]:
-    """The tutorials' MNIST network: 784-512-256-10, ReLU, cross-entropy, Adam at 1e-3, batch 64."""
-    return {
-        "model": {"input": "auto", "hidden": [512, 256], "activation": "relu", "output": "auto"},
-        "data": {"dataset": "mnist-sample"},
-        "train": {"loss": "cross_entropy", "optimizer": "adam", "lr": 1e-3, "batch_size": 64, "epochs": 10},
-    }
+    """The tutorials' MNIST network: 784-512-256-10, ReLU, cross-entropy, Adam at 1e-3, batch 64.
+
+    Only the data is written down: the model and train defaults are that network already, and
+    leaving the loss out lets it follow the task when ``--set`` points at other data.
+    """
+    return {"data": {"dataset": "mnist-sample"}}
 
 
 # ----------------------------------------------------------------------------- reading and errors
@@ -438,14 +465,26 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     return spec_from_dict(apply_overrides(raw, overrides), source=str(path))
 
 
+_PATH_KEYS = ("path", "test_path", "data_dir")
+
+
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     # Paths in a spec file are relative to the file, so a spec works from any working directory.
     data = raw.get("data")
     if isinstance(data, dict):
-        for key in ("path", "test_path", "data_dir"):
+        for key in _PATH_KEYS:
             value = data.get(key)
             if isinstance(value, str) and not Path(value).expanduser().is_absolute():
                 data[key] = str(base / value)
+
+
+def with_absolute_paths(spec: Spec) -> Spec:
+    """The spec with its data paths made absolute, so a saved run means the same files from any folder."""
+    updates = {key: Path(value).expanduser().absolute() for key in _PATH_KEYS
+               if (value := getattr(spec.data, key)) is not None and not Path(value).expanduser().is_absolute()}
+    if not updates:
+        return spec
+    return spec.model_copy(update={"data": spec.data.model_copy(update=updates)})
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:

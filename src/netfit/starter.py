@@ -16,13 +16,15 @@ init = "default"        # default (PyTorch's), kaiming or xavier
 [data]
 dataset = "mnist-sample"  # built-in: mnist-sample, digits, diabetes, mnist, fashion-mnist, kmnist
 # path = "table.csv"      # ...or your own file: .csv, .npz, .npy, or IDX files
-# target = "label"        # the CSV column to predict
+# target = "label"        # the CSV column to predict (a list of columns for several regression targets)
+# header = true           # false if the CSV has no header row (columns are then f0, f1, ...)
 # test_path = "test.csv"  # a separate test file (else the dataset's own test part)
 val_fraction = 0.1        # share of training rows held out for validation (0 = none)
 scaling = "auto"          # auto, none, divide_by_255, standardize (fitted on training rows only)
 
 [train]
-loss = "cross_entropy"    # cross_entropy, bce, mse, l1, huber (left out: chosen by task)
+task = "auto"             # classification, binary, regression; auto: inferred from the targets (printed first)
+# loss = "mse"            # cross_entropy, bce, mse, l1, huber; left out, it follows the task
 optimizer = "adam"        # sgd, adam, adamw, rmsprop; options as a table, e.g.:
 # [train.optimizer]
 # name = "sgd"

@@ -365,7 +365,8 @@ def evaluate_split(model: nn.Module, loss_fn: nn.Module, split: Split, task: str
     model.eval()  # Dropout off, BatchNorm uses running statistics
     device = split.X.device
     loss_sum = torch.zeros((), device=device)
-    hits = torch.zeros((), device=device)
+    # Correct predictions, or for regression the squared error of each target column.
+    hits = torch.zeros(split.y.shape[1] if task == "regression" else (), device=device)
     n = len(split)
     for start in range(0, n, batch_size):
         rows = slice(start, start + batch_size)
@@ -377,11 +378,15 @@ def evaluate_split(model: nn.Module, loss_fn: nn.Module, split: Split, task: str
         elif task == "binary":
             hits += ((logits > 0).float() == yb).sum()
         else:
-            hits += ((logits - yb) ** 2).sum()  # squared error, turned into R^2 below
+            hits += ((logits - yb) ** 2).sum(dim=0)  # squared error per target, turned into R^2 below
     model.train(was_training)
     if task == "regression":
-        total = ((split.y - split.y.mean(dim=0)) ** 2).sum()
-        metric = 1.0 - hits / total
+        # R^2 per target column, averaged: scikit-learn's r2_score (uniform average), which a
+        # column's standardization does not change; a constant column scores 1 if predicted exactly.
+        total = ((split.y - split.y.mean(dim=0)) ** 2).sum(dim=0)
+        per_target = torch.where(total > 0, 1.0 - hits / total.clamp_min(torch.finfo(total.dtype).tiny),
+                                 (hits == 0).to(total.dtype))
+        metric = per_target.mean()
     else:
         metric = hits / n
     return loss_sum / n, metric

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .metrics import classification_report, regression_report
-from .prepare import Preparation
+from .preparation import Preparation
 from .spec import Spec
 
 __all__ = ["TrainedModel"]
@@ -70,11 +70,14 @@ class TrainedModel:
         return torch.softmax(z, dim=1).numpy()
 
     def predict(self, X: Any) -> np.ndarray:
-        """Predicted class ids (or text labels if trained on text labels), or regression values."""
+        """Predicted labels as the training rows gave them (class ids, text or whole numbers), or values.
+
+        Regression with several targets returns one column per target.
+        """
         ids_or_values = self._decode(self.logits(X))
-        if self.task != "regression" and self.preparation.text_labels:
-            return np.array(self.classes, dtype=object)[ids_or_values]
-        return ids_or_values
+        if self.task == "regression":
+            return ids_or_values
+        return self.preparation.decode_labels(ids_or_values)
 
     def evaluate(self, X: Any, y: Any) -> dict[str, Any]:
         """Full report on labelled rows: a classification report, or MAE, RMSE and R^2."""
@@ -86,7 +89,7 @@ class TrainedModel:
         z = self._logits_of_features(features)
         if self.task == "regression":
             truth = self.preparation.target_scaler.inverse(targets.numpy())
-            return regression_report(truth, self._decode(z))
+            return regression_report(truth, self._decode(z), self.preparation.target_names)
         return classification_report(targets.numpy().reshape(-1).astype(np.int64), self._decode(z), self.classes)
 
     def _decode(self, z: torch.Tensor) -> np.ndarray:

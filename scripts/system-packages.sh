@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite needs (Fashion-MNIST for the accuracy tests), when
+# this machine can: apt-get as root, or through password-less sudo. Otherwise it says what is
+# missing and the tests that need it fail saying the same.
+set -euo pipefail
+missing=()
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
+[ ${#missing[@]} -eq 0 ] && exit 0
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "scripts/system-packages.sh: no apt-get here; install ${missing[*]} (Debian packages) by hand" >&2
+    exit 0
+fi
+if [ "$(id -u)" -eq 0 ]; then
+    as_root=()
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    as_root=(sudo -n)
+else
+    echo "scripts/system-packages.sh: not root and no password-less sudo; run: sudo apt-get install ${missing[*]}" >&2
+    exit 0
+fi
+"${as_root[@]}" apt-get update -qq
+DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null

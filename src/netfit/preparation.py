@@ -1,0 +1,238 @@
+"""What a trained model knows about its data: the task, the classes, the columns and the scalers.
+
+A :class:`Preparation` is decided once, from training rows only, when a run starts; it is saved in
+``run.json`` and read back by ``load``, ``evaluate`` and ``predict``, which treat new rows exactly
+as the training rows were treated. Read back, it is untrusted data like everything in a run folder,
+so :meth:`Preparation.from_dict` validates every field and how the fields fit together before any
+is used.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
+
+from .errors import NetfitError
+from .scaling import Scaler
+from .spec import MAX_WIDTH
+
+__all__ = ["Preparation"]
+
+TASKS = ("classification", "binary", "regression")
+# How class labels were given: "ids" (0..K-1, returned as such), "text" (returned as text) or
+# "integers" (whole numbers that are not 0..K-1, such as -1/1 or 3..8: returned as those numbers).
+LABEL_KINDS = ("ids", "text", "integers")
+
+
+@dataclass
+class Preparation:
+    """What a trained model needs to know about its data: saved with every run."""
+
+    task: str  # "classification", "binary" or "regression"
+    input_size: int
+    output_size: int
+    classes: list[str] | None  # class labels, index = class id (None for regression)
+    input_scaler: Scaler
+    target_scaler: Scaler  # identity unless regression targets were standardized
+    dataset: str
+    task_reason: str = ""  # why this task: set in the spec, or what was inferred from the targets
+    labels: str | None = None  # one of LABEL_KINDS for classes; None for regression
+    feature_names: list[str] | None = None  # the input columns in the network's order, when known
+    target_names: list[str] | None = None  # the target columns, when known
+    test_sha256: str | None = None  # the test part as read when training, so evaluate can tell it changed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "task_reason": self.task_reason,
+            "input_size": self.input_size,
+            "output_size": self.output_size,
+            "classes": self.classes,
+            "labels": self.labels,
+            "input_scaler": self.input_scaler.to_dict(),
+            "target_scaler": self.target_scaler.to_dict(),
+            "dataset": self.dataset,
+            "feature_names": self.feature_names,
+            "target_names": self.target_names,
+            "test_sha256": self.test_sha256,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Any, source: str = "preparation") -> "Preparation":
+        """Validate a saved preparation (every field, and how they fit together); NetfitError if it is wrong."""
+        try:
+            record = _Record.model_validate(raw)
+        except ValidationError as err:
+            first = err.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"])
+            shown = "" if isinstance(first.get("input"), (dict, list)) else f" = {first.get('input')!r}"
+            raise NetfitError(f"{source}: {where or 'preparation'}{shown}: {first['msg']}; the run folder was "
+                              "edited or damaged, train it again") from None
+        problem = record.problem()
+        if problem:
+            raise NetfitError(f"{source}: {problem}; the run folder was edited or damaged, train it again")
+        return cls(
+            task=record.task, task_reason=record.task_reason, input_size=record.input_size,
+            output_size=record.output_size, classes=record.classes, labels=record.labels,
+            input_scaler=record.input_scaler.scaler(), target_scaler=record.target_scaler.scaler(),
+            dataset=record.dataset, feature_names=record.feature_names, target_names=record.target_names,
+            test_sha256=record.test_sha256,
+        )
+
+    # ------------------------------------------------------------------------- encoding rows
+
+    def encode_targets(self, y: np.ndarray, source: str) -> torch.Tensor:
+        """Targets in the units and dtype the loss expects (class ids, or scaled floats)."""
+        y = np.asarray(y)
+        if self.task == "regression":
+            if y.dtype.kind in "USO":
+                raise NetfitError(f"{source}: regression targets must be numbers, found text such as "
+                                  f"{str(y.reshape(-1)[0])!r}")
+            y2 = y.astype(np.float32).reshape(len(y), -1)
+            if y2.shape[1] != self.output_size:
+                raise NetfitError(f"{source}: targets have {y2.shape[1]} columns but the model predicts "
+                                  f"{self.output_size}")
+            return torch.from_numpy(self.target_scaler.transform(y2))
+        if y.ndim > 1 and y.reshape(len(y), -1).shape[1] != 1:
+            raise NetfitError(f"{source}: targets have shape {y.shape}, but classes need one label per row")
+        ids = self.class_ids(y.reshape(-1), source)
+        if self.task == "binary":
+            return torch.from_numpy(ids.astype(np.float32)).reshape(-1, 1)
+        return torch.from_numpy(ids)
+
+    def class_ids(self, y: np.ndarray, source: str) -> np.ndarray:
+        """Labels as given (ids, text or whole numbers) -> class ids 0..K-1; unknown labels are refused."""
+        classes = self.classes or []
+        if self.labels in ("text", "integers"):
+            keys = y.astype(str) if self.labels == "text" else _whole_numbers(y, source).astype(np.int64).astype(str)
+            index = {c: i for i, c in enumerate(classes)}
+            unknown = sorted(set(np.unique(keys).tolist()) - index.keys())
+            if unknown:
+                raise NetfitError(f"{source}: label {unknown[0]!r} does not appear in the training rows "
+                                  f"(known: {', '.join(classes[:20])}{', ...' if len(classes) > 20 else ''})")
+            return np.array([index[k] for k in keys.tolist()], dtype=np.int64)
+        if y.dtype.kind in "USO":
+            raise NetfitError(f"{source}: labels are text (such as {str(y[0])!r}) but this model was trained on "
+                              "class ids 0..K-1")
+        ids = _whole_numbers(y, source).astype(np.int64)
+        if len(ids) and (ids.min() < 0 or ids.max() >= len(classes)):
+            bad = ids[(ids < 0) | (ids >= len(classes))][0]
+            raise NetfitError(f"{source}: label {bad} is outside the class range 0..{len(classes) - 1}")
+        return ids
+
+    def decode_labels(self, ids: np.ndarray) -> np.ndarray:
+        """Class ids -> the labels users gave: ids, text, or their own whole numbers."""
+        if self.labels == "text":
+            return np.array(self.classes, dtype=object)[ids]
+        if self.labels == "integers":
+            return np.array([int(c) for c in self.classes], dtype=np.int64)[ids]
+        return ids
+
+    def encode_features(self, X: np.ndarray, source: str) -> torch.Tensor:
+        """Stored features (uint8 kept, else float32), unscaled, checked against the input width."""
+        X = np.asarray(X)
+        if X.ndim > 2:
+            X = X.reshape(len(X), -1)
+        if X.ndim != 2 or X.shape[1] != self.input_size:
+            width = X.shape[1] if X.ndim == 2 else "?"
+            raise NetfitError(f"{source}: rows have {width} features but the model expects {self.input_size}; "
+                              "give the same columns the model was trained on")
+        stored = X if X.dtype == np.uint8 else X.astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(stored))
+
+
+def _whole_numbers(y: np.ndarray, source: str) -> np.ndarray:
+    if y.dtype.kind in "USO":
+        try:
+            y = y.astype(np.float64)
+        except ValueError:
+            raise NetfitError(f"{source}: labels must be whole numbers, found {str(y[0])!r}") from None
+    if y.dtype.kind == "f" and len(y) and not np.all(np.mod(y, 1) == 0):
+        raise NetfitError(f"{source}: class labels must be whole numbers, found {y[np.mod(y, 1) != 0][0]}")
+    return y
+
+
+# ----------------------------------------------------------------------------- the saved form, validated
+
+
+class _Strict(BaseModel):
+    # A run folder is untrusted: no coercion ("2" is not 2), no unknown keys.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _ScalerRecord(_Strict):
+    method: Literal["none", "divide_by_255", "standardize"]
+    shift: list[StrictFloat] | None
+    scale: list[StrictFloat] | None
+
+    def problem(self, width: int, name: str) -> str | None:
+        if self.method == "none":
+            return None if self.shift is None and self.scale is None else f"{name}: method 'none' has no statistics"
+        if self.shift is None or self.scale is None:
+            return f"{name}: method {self.method!r} needs shift and scale"
+        allowed = (1,) if self.method == "divide_by_255" else (width,)
+        if len(self.shift) not in allowed or len(self.scale) not in allowed:
+            return (f"{name}: shift and scale have {len(self.shift)} and {len(self.scale)} values but the "
+                    f"{self.method} scaling of this run needs {allowed[0]}")
+        if not all(math.isfinite(v) for v in self.shift) or not all(math.isfinite(v) and v > 0 for v in self.scale):
+            return f"{name}: shift must be finite and scale finite and positive"
+        return None
+
+    def scaler(self) -> Scaler:
+        def arr(values):
+            return None if values is None else np.asarray(values, dtype=np.float32)
+        return Scaler(self.method, arr(self.shift), arr(self.scale))
+
+
+class _Record(_Strict):
+    task: Literal[TASKS]  # type: ignore[valid-type]
+    task_reason: StrictStr = Field(max_length=1000)
+    input_size: StrictInt = Field(gt=0, le=MAX_WIDTH)
+    output_size: StrictInt = Field(gt=0, le=MAX_WIDTH)
+    classes: list[StrictStr] | None
+    labels: Literal[LABEL_KINDS] | None  # type: ignore[valid-type]
+    input_scaler: _ScalerRecord
+    target_scaler: _ScalerRecord
+    dataset: StrictStr = Field(max_length=1000)
+    feature_names: list[StrictStr] | None
+    target_names: list[StrictStr] | None
+    test_sha256: StrictStr | None = Field(pattern=r"^[0-9a-f]{64}$")
+
+    def problem(self) -> str | None:
+        """How the fields disagree with each other, or None."""
+        if self.task == "regression":
+            if self.classes is not None or self.labels is not None:
+                return "a regression run has no classes"
+        else:
+            if self.classes is None or self.labels is None:
+                return f"a {self.task} run needs its classes and how its labels were given"
+            wanted = 2 if self.task == "binary" else self.output_size
+            if self.task == "binary" and self.output_size != 1:
+                return f"output_size = {self.output_size}: a binary run has one output"
+            if len(self.classes) != wanted:
+                return f"classes has {len(self.classes)} entries but this {self.task} run has {wanted}"
+            if len(set(self.classes)) != len(self.classes):
+                return "classes names a class twice"
+            if self.labels == "integers" and not all(_is_int_text(c) for c in self.classes):
+                return "classes of whole-number labels must be whole numbers"
+        if self.feature_names is not None and len(self.feature_names) != self.input_size:
+            return f"feature_names has {len(self.feature_names)} names but input_size is {self.input_size}"
+        if self.target_names is not None and self.task == "regression" and len(self.target_names) != self.output_size:
+            return f"target_names has {len(self.target_names)} names but the run predicts {self.output_size} targets"
+        if self.target_scaler.method == "divide_by_255" or (self.task != "regression"
+                                                           and self.target_scaler.method != "none"):
+            return f"target_scaler: method {self.target_scaler.method!r} does not apply to a {self.task} run"
+        return self.input_scaler.problem(self.input_size, "input_scaler") or \
+            self.target_scaler.problem(self.output_size, "target_scaler")
+
+
+def _is_int_text(text: str) -> bool:
+    try:
+        return str(int(text)) == text
+    except ValueError:
+        return False
