@@ -1,5 +1,6 @@
 """A user's own nn.Module, written as the tutorials write it (tests name it in model.module)."""
 
+import torch
 from torch import nn
 
 
@@ -44,3 +45,28 @@ class NaNAt(nn.Module):
             if self.calls in NaNAt.bad_calls:
                 out = out * float("nan")
         return out
+
+
+class TutorialSoftmaxNet(nn.Module):
+    """The first PyTorch tutorial's network, verbatim: it ends in softmax and is fed to CrossEntropyLoss."""
+
+    def __init__(self, inputs: int = 784, classes: int = 10):
+        super().__init__()
+        self.flatten = nn.Flatten()
+        self.linear_relu_stack = nn.Sequential(nn.Linear(inputs, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(),
+                                               nn.Linear(512, classes))
+
+    def forward(self, x):
+        logits = self.linear_relu_stack(self.flatten(x))
+        return torch.softmax(logits, dim=1)
+
+
+class SigmoidNet(nn.Module):
+    """A binary classifier that ends in sigmoid, the same mistake with BCE."""
+
+    def __init__(self, inputs: int = 30):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(inputs, 16), nn.ReLU(), nn.Linear(16, 1), nn.Sigmoid())
+
+    def forward(self, x):
+        return self.body(x)

@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from .errors import NetfitError
+from .files import read_regular
 from .registry import nearest
 
 __all__ = [
@@ -67,7 +68,7 @@ class ModelSpec(_Section):
 
     input: int | Literal["auto"] = Field("auto", description='input width, or "auto" to take it from the data')
     hidden: list[Annotated[int, Field(gt=0, le=MAX_WIDTH)]] = Field(
-        default_factory=lambda: [512, 256], description="sizes of the hidden layers, first to last"
+        default_factory=lambda: [512, 256], max_length=1000, description="sizes of the hidden layers, first to last"
     )
     activation: Literal[ACTIVATIONS] = Field("relu", description="activation after each hidden layer")  # type: ignore[valid-type]
     batchnorm: bool = Field(False, description="BatchNorm1d after each hidden Linear layer")
@@ -440,27 +441,55 @@ def default_spec_dict() -> dict[str, Any]:
 # ----------------------------------------------------------------------------- reading and errors
 
 
+# A spec is three tables with small values: far below these, and far below what recursion survives.
+MAX_SPEC_BYTES = 1 << 20
+MAX_SPEC_DEPTH = 32
+
+
 def spec_from_dict(raw: dict[str, Any], source: str = "spec") -> Spec:
     """Validate a plain dict into a Spec, turning pydantic's report into one actionable line."""
+    if _deeper_than(raw, MAX_SPEC_DEPTH):
+        raise NetfitError(f"{source}: nested more than {MAX_SPEC_DEPTH} levels deep; a spec is a few flat tables")
     try:
         return Spec.model_validate(raw)
     except ValidationError as err:
         raise NetfitError(f"{source}: {_explain(err, raw)}") from None
 
 
+def _deeper_than(value: Any, limit: int) -> bool:
+    # Iterative, so that the check itself cannot run out of stack on the input it guards against.
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, depth + 1) for v in item)
+    return False
+
+
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     """Read a TOML spec, apply ``--set key=value`` overrides, and validate it."""
     path = Path(path)
+    if not path.expanduser().exists() and not path.is_symlink():
+        raise NetfitError(f"spec file {str(path)!r} does not exist; write one with `netfit init {path}`")
+    content = read_regular(path, "spec file", MAX_SPEC_BYTES)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NetfitError(f"spec file {str(path)!r} does not exist; write one with `netfit init {path}`") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
-        raise NetfitError(f"cannot read spec file {str(path)!r}: {err}") from None
+        text = content.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = content[:err.start].count(b"\n") + 1
+        raise NetfitError(f"spec file {str(path)!r} is not UTF-8 text (byte {err.start}, line {line}); TOML files "
+                          "are UTF-8: save it as UTF-8") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise NetfitError(f"{path}: not valid TOML ({err}); fix the line it names") from None
+    except RecursionError:
+        raw = None
+    if raw is None or _deeper_than(raw, MAX_SPEC_DEPTH):
+        raise NetfitError(f"{path}: nested more than {MAX_SPEC_DEPTH} levels deep; a spec is a few flat tables")
     _resolve_paths(raw, path.parent)
     return spec_from_dict(apply_overrides(raw, overrides), source=str(path))
 
