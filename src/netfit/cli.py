@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import os
 import sys
+import tempfile
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -227,39 +228,95 @@ def _evaluate_test_part(model, data_dir: Path | None) -> dict[str, Any]:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    model = _load_model(args.run, args.trust_module)
+    if args.proba and model.task == "regression":
+        raise NetfitError("--proba is for classification runs; this run does regression")
+    if args.output is not None:
+        _check_output_path(args.output, args.force)
+    columns = _PredictionColumns(model, args.proba)
+    rows = 0
+    # Chunk by chunk: a file larger than memory is read, predicted and written a slice at a time.
+    with _csv_output(args.output) as writer:
+        for X in _feature_chunks(model, args):
+            if rows == 0:
+                writer.writerow(columns.header)
+            writer.writerows(columns.rows(model.logits(X)))
+            rows += len(X)
+        if rows == 0:
+            raise NetfitError(f"{args.input} has no rows to predict; give a file with data rows")
+    if args.output is not None:
+        print(f"wrote {rows} predictions to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+class _PredictionColumns:
+    """The CSV columns ``predict`` writes: the prediction (one column per target for several
+    targets), the class name when classes have names, and one probability per class on request."""
+
+    def __init__(self, model, proba: bool) -> None:
+        self.model, self.proba = model, proba
+        prep = model.preparation
+        self.names = (model.task != "regression" and prep.labels == "ids"
+                      and model.classes != [str(i) for i in range(len(model.classes))])
+        if model.task == "regression" and prep.output_size > 1:
+            self.header = list(prep.target_names or [f"target_{i}" for i in range(prep.output_size)])
+        else:
+            self.header = ["prediction"] + (["label"] if self.names else [])
+        if proba:
+            self.header += [f"proba_{c}" for c in model.classes]
+
+    def rows(self, z) -> list[list[Any]]:
+        prediction = self.model.predictions_from_logits(z)
+        columns: list[list[Any]] = ([prediction[:, j].tolist() for j in range(prediction.shape[1])]
+                                    if prediction.ndim == 2 else [prediction.tolist()])
+        if self.names:
+            columns.append([self.model.classes[int(i)] for i in prediction])
+        if self.proba:
+            proba = self.model.proba_from_logits(z)
+            columns += [[f"{p:.6f}" for p in proba[:, j]] for j in range(proba.shape[1])]
+        return [list(row) for row in zip(*columns)]
+
+
+def _feature_chunks(model, args: argparse.Namespace):
+    """Raw feature rows of ``args.input``, a chunk at a time, checked as training rows were."""
     from .data import check_arrays, read_table
     from .data.formats import csv_columns, infer_format
 
-    model = _load_model(args.run, args.trust_module)
     target = model.spec.data.target
     # A CSV may still carry its target column; it is dropped rather than read as a feature.
     is_csv = (args.format or infer_format(args.input)) == "csv"
     has_target = target is not None and is_csv and target in csv_columns(args.input)
     X, _ = read_table(args.input, format=args.format, target=target if has_target else None)
     check_arrays(X.reshape(len(X), -1), None, str(args.input))
-    prediction = model.predict(X)
-    header = ["prediction"]
-    columns: list[Any] = [prediction.tolist()]
-    if model.task != "regression" and not model.preparation.text_labels and model.classes != [
-            str(i) for i in range(len(model.classes or []))]:
-        header.append("label")
-        columns.append([model.classes[int(i)] for i in prediction])
-    if args.proba:
-        if model.task == "regression":
-            raise NetfitError("--proba is for classification runs; this run does regression")
-        proba = model.predict_proba(X)
-        header += [f"proba_{c}" for c in model.classes]
-        columns += [[f"{p:.6f}" for p in proba[:, j]] for j in range(proba.shape[1])]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows(zip(*columns))
-    if args.output is None:
-        sys.stdout.write(buffer.getvalue())
-    else:
-        _write_atomic(args.output, buffer.getvalue())
-        print(f"wrote {len(prediction)} predictions to {args.output}", file=sys.stderr)
-    return EXIT_OK
+    yield X
+
+
+@contextmanager
+def _csv_output(path: Path | None):
+    """A csv writer on stdout, or on a temporary file that replaces ``path`` only when all went well."""
+    if path is None:
+        yield csv.writer(sys.stdout)
+        return
+    from .storage import fsync_dir
+
+    target = path.expanduser()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as err:
+        raise NetfitError(f"cannot write {path} ({err.strerror or err}); choose a writable folder") from None
+    try:
+        with os.fdopen(handle, "w", newline="", encoding="utf-8") as file:
+            yield csv.writer(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+        fsync_dir(target.parent)
+    except OSError as err:
+        raise NetfitError(f"cannot write {path} ({err.strerror or err}); choose a writable folder") from None
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
 
 
 def _summary(args: argparse.Namespace) -> int:

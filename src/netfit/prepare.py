@@ -74,7 +74,7 @@ def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None
     refuse_constant_target(y_tr, names or ["the target"])
 
     classes, labels = _resolve_classes(spec, task, raw)
-    output_size = _output_size(spec, task, classes, y_tr)
+    output_size = _output_size(spec, task, reason, classes, y_tr)
     input_size = int(np.prod(raw.X_train.shape[1:]))
     if spec.model.input != "auto" and spec.model.module is None and spec.model.input != input_size:
         raise NetfitError(f"model.input = {spec.model.input} but {raw.name} rows have {input_size} features; "
@@ -236,7 +236,7 @@ def _named(raw: RawData, ids: list[str]) -> list[str]:
     return list(raw.class_names) if raw.class_names is not None and len(raw.class_names) == len(ids) else ids
 
 
-def _output_size(spec: Spec, task: str, classes: list[str] | None, y_train: np.ndarray) -> int:
+def _output_size(spec: Spec, task: str, reason: str, classes: list[str] | None, y_train: np.ndarray) -> int:
     if task == "binary":
         natural = 1
     elif task == "classification":
@@ -244,6 +244,6 @@ def _output_size(spec: Spec, task: str, classes: list[str] | None, y_train: np.n
     else:
         natural = 1 if y_train.ndim == 1 else y_train.shape[1]
     if isinstance(spec.model.output, int) and spec.model.output != natural and spec.model.module is None:
-        raise NetfitError(f"model.output = {spec.model.output} but the {task} targets need {natural} outputs; "
-                          'set model.output = "auto"')
+        raise NetfitError(f"model.output = {spec.model.output} but the {task} targets ({reason}) need {natural} "
+                          'outputs; set model.output = "auto"')
     return natural

@@ -63,21 +63,28 @@ class TrainedModel:
         """Class probabilities, shape (rows, classes); softmax (or sigmoid) is applied only here."""
         if self.task == "regression":
             raise TypeError("predict_proba is for classification; this model does regression")
-        z = self.logits(X)
-        if self.task == "binary":
-            p = torch.sigmoid(z)
-            return torch.cat([1 - p, p], dim=1).numpy()
-        return torch.softmax(z, dim=1).numpy()
+        return self.proba_from_logits(self.logits(X))
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted labels as the training rows gave them (class ids, text or whole numbers), or values.
 
         Regression with several targets returns one column per target.
         """
-        ids_or_values = self._decode(self.logits(X))
+        return self.predictions_from_logits(self.logits(X))
+
+    def predictions_from_logits(self, z: torch.Tensor) -> np.ndarray:
+        """What ``predict`` returns, from logits already computed (one forward pass for both outputs)."""
+        ids_or_values = self._decode(z)
         if self.task == "regression":
             return ids_or_values
         return self.preparation.decode_labels(ids_or_values)
+
+    def proba_from_logits(self, z: torch.Tensor) -> np.ndarray:
+        """What ``predict_proba`` returns, from logits already computed."""
+        if self.task == "binary":
+            p = torch.sigmoid(z)
+            return torch.cat([1 - p, p], dim=1).numpy()
+        return torch.softmax(z, dim=1).numpy()
 
     def evaluate(self, X: Any, y: Any) -> dict[str, Any]:
         """Full report on labelled rows: a classification report, or MAE, RMSE and R^2."""
