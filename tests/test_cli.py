@@ -220,3 +220,78 @@ def test_entry_point_runs_as_a_real_process(tmp_path):
                           env={**os.environ, "PYTHONPATH": ""})
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "train.lr" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- paths and outputs
+
+
+def _iris_csv(path: Path, rows: slice = slice(None)) -> Path:
+    from sklearn.datasets import load_iris
+
+    d = load_iris()
+    lines = [",".join([*d.feature_names, "species"])]
+    lines += [",".join([*map(str, x), str(t)]) for x, t in zip(d.data[rows], d.target[rows])]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_run_means_the_same_data_from_any_folder(capsys, tmp_path, monkeypatch):
+    home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
+    home.mkdir(), elsewhere.mkdir()
+    monkeypatch.chdir(home)
+    _iris_csv(home / "good.csv")
+    code, out, _ = run_cli(capsys, "train", "--set", "data.path=good.csv", "--set", "data.target=species",
+                           "--set", "data.test_fraction=0.2", "--set", "model.hidden=[8]", "--set", "train.epochs=2",
+                           "--out", tmp_path / "runs", "--json", "--quiet")
+    assert code == 0
+    run_dir = json.loads(out)["run_dir"]
+    assert json.loads((Path(run_dir) / "run.json").read_text())["spec"]["data"]["path"] == str(home / "good.csv")
+    # Another folder with another good.csv: the run still means its own file.
+    monkeypatch.chdir(elsewhere)
+    _iris_csv(elsewhere / "good.csv", slice(0, 100, 2))
+    code, out, _ = run_cli(capsys, "evaluate", run_dir, "--json")
+    assert code == 0 and json.loads(out)["report"]["rows"] == 30
+    # The run's own file changed: its "test part" is no longer the one it was tested on.
+    _iris_csv(home / "good.csv", slice(0, 140))
+    code, _, err = run_cli(capsys, "evaluate", run_dir)
+    assert code == 2 and "test data has changed since training" in err and "--data FILE" in err
+
+
+def test_predict_never_writes_over_a_run_or_an_existing_file(capsys, digits_run, tmp_path):
+    from sklearn.datasets import load_digits
+
+    np.save(tmp_path / "rows.npy", load_digits().data[:5])
+    before = snapshot(digits_run)
+    code, _, err = run_cli(capsys, "predict", digits_run, tmp_path / "rows.npy", "-o", digits_run / "model.safetensors",
+                           "--force")
+    assert code == 2 and "inside run folder" in err
+    existing = tmp_path / "mine.csv"
+    existing.write_text("precious\n")
+    code, _, err = run_cli(capsys, "predict", digits_run, tmp_path / "rows.npy", "-o", existing)
+    assert code == 2 and "already exists" in err and "--force" in err
+    assert existing.read_text() == "precious\n" and snapshot(digits_run) == before
+    assert run_cli(capsys, "predict", digits_run, tmp_path / "rows.npy", "-o", existing, "--force")[0] == 0
+    assert existing.read_text().startswith("prediction")
+
+
+def test_schema_needs_force_to_replace_a_file(capsys, tmp_path):
+    existing = tmp_path / "schema.json"
+    existing.write_text("mine\n")
+    code, _, err = run_cli(capsys, "schema", "-o", existing)
+    assert code == 2 and "--force" in err and existing.read_text() == "mine\n"
+    assert run_cli(capsys, "schema", "-o", existing, "--force")[0] == 0
+    assert json.loads(existing.read_text())["title"] == "netfit spec"
+
+
+@pytest.mark.parametrize("command", ["evaluate {run}", "predict {run} {rows}", "schema"])
+def test_a_reader_that_goes_away_is_not_an_internal_error(digits_run, tmp_path, command):
+    from sklearn.datasets import load_digits
+
+    np.save(tmp_path / "rows.npy", np.tile(load_digits().data, (20, 1)))  # far more output than a pipe holds
+    line = command.format(run=digits_run, rows=tmp_path / "rows.npy")
+    proc = subprocess.run(f"set -o pipefail; {sys.executable} -m netfit {line} | head -2", shell=True,
+                          executable="/bin/bash", capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert len(proc.stdout.splitlines()) == 2
+    assert proc.stderr == "", proc.stderr
+    assert proc.returncode in (0, 141)  # 141: ended like any Unix tool whose reader left (SIGPIPE)

@@ -100,7 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             _build_parser().print_help()
             return EXIT_USER
-        return _COMMANDS[args.command](args)
+        code = _COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, so that a reader gone away is caught below rather than at exit
+        return code
     except TrainingInterrupted as stop:
         print(f"netfit: {stop}", file=sys.stderr)
         return stop.exit_code
