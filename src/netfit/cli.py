@@ -157,7 +157,9 @@ def _train(args: argparse.Namespace) -> int:
             spec = spec_from_dict(apply_overrides(default_spec_dict(), overrides), source="default spec")
         run = fit(spec, out=args.out or Path("runs"), progress=progress)
     if args.json:
-        print(json.dumps({"run_dir": str(run.run_dir), "metrics": run.metrics}))
+        prep = run.model.preparation
+        print(json.dumps({"run_dir": str(run.run_dir), "task": prep.task, "task_reason": prep.task_reason,
+                          "metrics": run.metrics}))
     else:
         print(_metrics_line(run.metrics))
         print(f"saved run to {run.run_dir}")
