@@ -220,7 +220,7 @@ def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | Non
     checkpoints = None
     if run_dir is not None:
         full, rest = steps_per_epoch(len(data.train), spec.train.batch_size)
-        checkpoints = Checkpointer(run_dir, spec, data_sha256, full + (rest > 0))
+        checkpoints = Checkpointer(run_dir, spec, data_sha256, full + (rest > 0), resuming=checkpoint)
     with run_lock(run_dir) if run_dir is not None else nullcontext():
         if checkpoints is not None:
             checkpoints.clear_leftovers()
