@@ -31,7 +31,7 @@ from netfit.checkpoint import list_checkpoints
 from netfit.cli import main
 from netfit.storage import dump_sealed_json
 
-
+KEY, OTHER_KEY = "a-key-of-32-characters-for-tests", "another-key-that-is-long-enough"
 SEALS = ("sha256_of_body", "hmac_sha256_of_body")
 TIMEOUT = 120  # seconds for any one process
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}  # children run this checkout's netfit
@@ -308,6 +308,94 @@ def test_weights_replaced_by_a_fifo_a_device_or_a_huge_file_are_refused_at_once(
     assert_one_line_exit_2(proc, "model.safetensors")
     if replacement == "10 GB sparse file":
         assert "is 10,737,418,240 bytes, but" in proc.stderr
+
+
+# ----------------------------------------------------------------------------- signed runs
+
+
+def test_a_signed_run_loads_with_its_key_and_an_unsigned_run_without_one(table, template, tmp_path, monkeypatch):
+    monkeypatch.setenv("NETFIT_SIGNING_KEY", KEY)
+    signed = train(table, tmp_path)
+    for path in [signed / "run.json", signed / "run-id.json", latest(signed) / "state.json",
+                 signed / "checkpoints" / "best" / "state.json"]:
+        body = json.loads(path.read_text())
+        assert "hmac_sha256_of_body" in body and "sha256_of_body" not in body
+    model = netfit.load(signed)
+    resumed = netfit.resume(signed, epochs=4, progress=None)  # a resume with the key keeps signing
+    assert "hmac_sha256_of_body" in json.loads((latest(signed) / "state.json").read_text())
+    assert len(resumed.history.epochs) == 4 and model.classes == ["a", "b", "c"]
+    monkeypatch.delenv("NETFIT_SIGNING_KEY")
+    netfit.load(template)
+
+
+def test_a_signed_run_is_refused_without_the_key(table, tmp_path, monkeypatch):
+    monkeypatch.setenv("NETFIT_SIGNING_KEY", KEY)
+    signed = train(table, tmp_path)
+    monkeypatch.delenv("NETFIT_SIGNING_KEY")
+    with pytest.raises(NetfitError, match="is signed; set NETFIT_SIGNING_KEY to the key it was signed with"):
+        netfit.load(signed)
+    with pytest.raises(NetfitError, match="is signed; set NETFIT_SIGNING_KEY"):
+        netfit.resume(signed, epochs=4, progress=None)
+
+
+def _zero_weights(run_dir: Path) -> None:
+    edit_tensors(run_dir, "model.safetensors", "run.json",
+                 lambda t: t.update({k: torch.zeros_like(v) for k, v in t.items()}))
+
+
+def test_zeroed_weights_pass_a_plain_seal_but_not_a_signed_one(table, template, tmp_path, monkeypatch):
+    # What a plain seal does not do: an unsigned run edited on purpose and re-sealed loads, and
+    # predicts one class for every row. This is why signing exists.
+    unsigned = Path(shutil.copytree(template, tmp_path / "unsigned"))
+    _zero_weights(unsigned)
+    X = np.random.default_rng(1).normal(size=(50, 6))
+    assert len(set(netfit.load(unsigned).predict(X).tolist())) == 1
+
+    monkeypatch.setenv("NETFIT_SIGNING_KEY", KEY)
+    signed = train(table, tmp_path / "signed")
+    monkeypatch.delenv("NETFIT_SIGNING_KEY")
+    _zero_weights(signed)  # re-hashed and re-sealed by someone without the key: a plain SHA-256 seal
+    monkeypatch.setenv("NETFIT_SIGNING_KEY", KEY)
+    with pytest.raises(NetfitError, match=r"run\.json is not signed with NETFIT_SIGNING_KEY"):
+        netfit.load(signed)
+    proc = cli("evaluate", signed, env={**ENV, "NETFIT_SIGNING_KEY": KEY})
+    assert_one_line_exit_2(proc, "is not signed with NETFIT_SIGNING_KEY")
+
+
+def test_zeroed_weights_signed_with_another_key_are_refused(table, tmp_path, monkeypatch):
+    monkeypatch.setenv("NETFIT_SIGNING_KEY", KEY)
+    signed = train(table, tmp_path)
+    monkeypatch.setenv("NETFIT_SIGNING_KEY", OTHER_KEY)
+    _zero_weights(signed)
+    monkeypatch.setenv("NETFIT_SIGNING_KEY", KEY)
+    with pytest.raises(NetfitError, match=r"run\.json does not carry a valid signature under NETFIT_SIGNING_KEY"):
+        netfit.load(signed)
+
+
+def test_a_signed_checkpoint_edited_and_resealed_without_the_key_is_refused_on_resume(table, tmp_path,
+                                                                                     monkeypatch):
+    monkeypatch.setenv("NETFIT_SIGNING_KEY", KEY)
+    signed = train(table, tmp_path)
+    monkeypatch.delenv("NETFIT_SIGNING_KEY")
+    edit_tensors(latest(signed), "weights.safetensors", "state.json",
+                 lambda t: t.update({k: torch.zeros_like(v) for k, v in t.items()}))
+    monkeypatch.setenv("NETFIT_SIGNING_KEY", KEY)
+    with pytest.raises(NetfitError, match=r"epoch-0003/state\.json is not signed with NETFIT_SIGNING_KEY"):
+        netfit.resume(signed, epochs=4, progress=None)
+
+
+def test_an_unsigned_run_is_refused_when_a_key_is_set(template, monkeypatch):
+    monkeypatch.setenv("NETFIT_SIGNING_KEY", KEY)
+    with pytest.raises(NetfitError, match="is not signed with NETFIT_SIGNING_KEY"):
+        netfit.load(template)
+
+
+@pytest.mark.parametrize("key", ["short", ""])
+def test_a_signing_key_shorter_than_16_bytes_is_refused(template, monkeypatch, capsys, key):
+    monkeypatch.setenv("NETFIT_SIGNING_KEY", key)
+    assert main(["evaluate", str(template)]) == 2
+    err = capsys.readouterr().err
+    assert f"NETFIT_SIGNING_KEY is {len(key)} bytes; a signing key needs at least 16" in err and err.count("\n") == 1
 
 
 # ----------------------------------------------------------------------------- checkpoints belong to their run

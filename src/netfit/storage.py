@@ -5,10 +5,15 @@ same folder, is flushed to disk (fsync), renamed over its final name and the fol
 so that after a crash at any instant the name holds either the old content or the new, never a
 mix.
 
-Each JSON file carries the SHA-256 of its own body (``sha256_of_body``) and lists the SHA-256 and
-size of every other file of its folder, so one good seal vouches for the whole folder. The seal
-catches damage (a torn write, a flipped bit, a hand edit that forgets the seal), not a deliberate
-edit: anyone can recompute it.
+Each JSON file carries a seal of its own body, and lists the SHA-256 and size of every other file
+of its folder, so one good seal vouches for the whole folder. What a seal proves depends on its
+kind:
+
+- ``sha256_of_body`` (the default): the SHA-256 of the body. It catches damage (a torn write, a
+  flipped bit, a hand edit that forgets the seal), not a deliberate edit: anyone can recompute it.
+- ``hmac_sha256_of_body``, written when ``NETFIT_SIGNING_KEY`` is set: an HMAC-SHA256 of the body
+  under that key. Only a holder of the key can make one, and with the key set netfit accepts
+  nothing else, so an edited file (weights, metrics, checkpoints: all listed by hash) is refused.
 
 A run folder is untrusted data: JSON is read only from regular files below a size cap, with its
 nesting depth checked by a linear scan before the parser sees it.
@@ -31,9 +36,13 @@ from .errors import NetfitError
 from .files import open_regular, read_regular, require_memory
 
 __all__ = ["write_atomic", "fsync_dir", "read_verified", "dump_sealed_json", "load_sealed_json", "remove_tree",
-           "file_entry", "SEAL_KEY", "MAX_JSON_BYTES", "MAX_JSON_DEPTH"]
+           "file_entry", "signing_key", "SEAL_KEY", "SIGNED_SEAL_KEY", "SIGNING_KEY_ENV", "MIN_KEY_BYTES",
+           "MAX_JSON_BYTES", "MAX_JSON_DEPTH"]
 
 SEAL_KEY = "sha256_of_body"
+SIGNED_SEAL_KEY = "hmac_sha256_of_body"
+SIGNING_KEY_ENV = "NETFIT_SIGNING_KEY"
+MIN_KEY_BYTES = 16  # 128 bits: below that a key can be guessed; `secrets.token_hex(32)` gives 64 characters
 # The largest JSON netfit writes is a checkpoint's state.json, and its history grows by about 200
 # bytes an epoch: 64 MiB holds some 300,000 epochs, far beyond any run this library is for, and
 # parsing that much costs a few hundred MB at most. Anything larger was not written by netfit.
@@ -106,18 +115,43 @@ def read_verified(path: Path, expected: dict[str, Any], listed_in: Path) -> byte
     return data
 
 
+def signing_key() -> bytes | None:
+    """The key in ``NETFIT_SIGNING_KEY`` (None when unset), refused when too short to be secret."""
+    value = os.environ.get(SIGNING_KEY_ENV)
+    if value is None:
+        return None  # set but empty is refused below: a secret that failed to load must not turn signing off
+    key = value.encode("utf-8", "surrogateescape")
+    if len(key) < MIN_KEY_BYTES:
+        raise NetfitError(f"{SIGNING_KEY_ENV} is {len(key)} bytes; a signing key needs at least {MIN_KEY_BYTES} "
+                          "(make one with: python -c 'import secrets; print(secrets.token_hex(32))')")
+    return key
+
+
 def _canonical(body: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True).encode("utf-8")
 
 
+def _hmac(key: bytes, body: dict[str, Any]) -> str:
+    return hmac.new(key, _canonical(body), hashlib.sha256).hexdigest()
+
+
 def dump_sealed_json(body: dict[str, Any]) -> bytes:
-    """``body`` as JSON text with the SHA-256 of its canonical form added under ``SEAL_KEY``."""
-    seal = hashlib.sha256(_canonical(body)).hexdigest()
-    return (json.dumps({**body, SEAL_KEY: seal}, indent=1) + "\n").encode("utf-8")
+    """``body`` as JSON text, sealed: an HMAC under ``NETFIT_SIGNING_KEY`` if it is set, else a SHA-256."""
+    key = signing_key()
+    if key is not None:
+        seal = {SIGNED_SEAL_KEY: _hmac(key, body)}
+    else:
+        seal = {SEAL_KEY: hashlib.sha256(_canonical(body)).hexdigest()}
+    return (json.dumps({**body, **seal}, indent=1) + "\n").encode("utf-8")
 
 
 def load_sealed_json(path: Path, max_bytes: int = MAX_JSON_BYTES) -> dict[str, Any]:
-    """Read a file written by :func:`dump_sealed_json`; refuse it if it was cut short or edited."""
+    """Read a file written by :func:`dump_sealed_json`; refuse it if it was cut short, edited or wrongly sealed.
+
+    With ``NETFIT_SIGNING_KEY`` set only a valid HMAC under that key is accepted; without it a
+    signed file is refused (its seal cannot be checked) and a plain SHA-256 must match.
+    """
+    key = signing_key()
     try:
         data = read_regular(path, "run file", max_bytes)
     except NetfitError:
@@ -125,12 +159,27 @@ def load_sealed_json(path: Path, max_bytes: int = MAX_JSON_BYTES) -> dict[str, A
             raise NetfitError(f"{path} is missing; the run is incomplete") from None
         raise
     raw = _parse_bounded(data, path)
-    if not isinstance(raw, dict) or SEAL_KEY not in raw:
-        raise NetfitError(f"{path} carries no hash of its contents; it was not written by netfit or was edited")
-    seal = raw.pop(SEAL_KEY)
-    if not isinstance(seal, str) or not hmac.compare_digest(seal, hashlib.sha256(_canonical(raw)).hexdigest()):
-        raise NetfitError(f"{path} does not match its own hash (edited or damaged after it was written); "
-                          "refusing to use it")
+    if not isinstance(raw, dict):
+        raise NetfitError(f"{path} is not a JSON object; it was not written by netfit")
+    plain, signed = raw.pop(SEAL_KEY, None), raw.pop(SIGNED_SEAL_KEY, None)
+    if plain is None and signed is None:
+        raise NetfitError(f"{path} carries no seal of its contents; it was not written by netfit or was edited")
+    if plain is not None and signed is not None:
+        raise NetfitError(f"{path} carries two seals; it was not written by netfit")
+    if key is None:
+        if signed is not None:
+            raise NetfitError(f"{path} is signed; set {SIGNING_KEY_ENV} to the key it was signed with to read it")
+        if not isinstance(plain, str) or not hmac.compare_digest(plain, hashlib.sha256(_canonical(raw)).hexdigest()):
+            raise NetfitError(f"{path} does not match its own hash (edited or damaged after it was written); "
+                              "refusing to use it")
+        return raw
+    if signed is None:
+        raise NetfitError(f"{path} is not signed with {SIGNING_KEY_ENV} (its seal is a plain SHA-256, which anyone "
+                          f"can recompute after an edit); refusing it: unset {SIGNING_KEY_ENV} only for runs you "
+                          "trust, or train the run again with the key set")
+    if not isinstance(signed, str) or not hmac.compare_digest(signed, _hmac(key, raw)):
+        raise NetfitError(f"{path} does not carry a valid signature under {SIGNING_KEY_ENV} (signed with another "
+                          "key, or edited after it was signed); refusing to use it")
     return raw
 
 
