@@ -438,6 +438,48 @@ def test_a_run_of_the_older_format_is_refused_with_train_it_again(run):
         netfit.load(no_id)
 
 
+# ----------------------------------------------------------------------------- the lock
+
+
+def test_deleting_lock_files_does_not_let_a_second_process_train_the_run(table, tmp_path):
+    spec_file = tmp_path / "spec.toml"
+    # No validation part (so no best/ to write every epoch): A trains a few seconds past its first checkpoint.
+    spec_file.write_text(f'[model]\nhidden = [16]\n[data]\npath = "{table}"\ntarget = "label"\nval_fraction = 0\n'
+                         "[train]\nepochs = 40\nbatch_size = 16\ndevice = \"cpu\"\ncheckpoint_every = 5\n")
+    out = tmp_path / "out"
+    go = tmp_path / "go"
+    # B imports torch and netfit before A starts, then waits: its attempt lands while A trains.
+    b_code = ("import pathlib, sys, time; import netfit.api; from netfit.cli import main\n"
+              f"go = pathlib.Path({str(go)!r})\n"
+              "while not go.exists(): time.sleep(0.01)\n"
+              "sys.exit(main(['train', '--resume', go.read_text(), '--quiet']))\n")
+    b = subprocess.Popen([sys.executable, "-c", b_code], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    a = subprocess.Popen([sys.executable, "-m", "netfit", "train", str(spec_file), "--out", str(out), "--quiet"],
+                         env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not list(out.glob("*/checkpoints/epoch-*")):  # A holds the lock once it writes a checkpoint
+            assert a.poll() is None, a.communicate()
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        (run_dir,) = out.iterdir()
+        for lock in run_dir.rglob(".lock"):
+            lock.unlink()
+        go.write_text(str(run_dir))
+        _, b_err = b.communicate(timeout=TIMEOUT)
+        a_still_training = a.poll() is None
+        _, a_err = a.communicate(timeout=TIMEOUT)
+    finally:
+        for proc in (a, b):
+            if proc.poll() is None:
+                proc.kill()
+    assert b.returncode == 2 and "is being trained by another netfit process" in b_err, b_err
+    assert a_still_training, "A finished before B was refused: B's refusal was not the lock's doing"
+    assert a.returncode == 0, a_err
+    assert netfit.load(run_dir).metrics["epochs"] == 40
+
+
 # ----------------------------------------------------------------------------- the tables the checks rely on
 
 

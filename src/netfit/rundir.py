@@ -46,7 +46,7 @@ from .train import History
 __all__ = ["RunFiles", "check_writable", "create_run_dir", "run_lock", "finish_run", "read_run", "is_finished",
            "RUN_FORMAT", "RUN_ID_FILE"]
 
-WEIGHTS, INFO, METRICS, LOCK = "model.safetensors", "run.json", "metrics.csv", ".lock"
+WEIGHTS, INFO, METRICS = "model.safetensors", "run.json", "metrics.csv"
 
 
 @dataclass
@@ -101,13 +101,23 @@ def create_run_dir(parent: Path, name: str) -> Path:
 
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the run's lock while training: two processes never write one run at the same time."""
+    """Hold the run's lock while training: two processes never write one run at the same time.
+
+    The lock is the operating system's (``flock``) on the run folder itself, not on a file in it:
+    deleting or replacing any file cannot release it, and it ends with the process that holds
+    it, however that process ends. It is not re-entrant: a second ``run_lock`` on the same run,
+    even in the same process, is refused.
+    """
     try:
         import fcntl
     except ImportError:  # no advisory locks on this platform
         yield
         return
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        raise NetfitError(f"cannot open run {str(run_dir)!r} ({err.strerror or err}); pass a run folder that "
+                          "`netfit train` wrote") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
