@@ -237,6 +237,9 @@ RUN_CASES = {
     "a hash that is not hex": (
         lambda b: set_hash(b, "metrics.csv", "Z" * 64),
         r"run\.json: files\.metrics\.csv\.sha256 = \"ZZZ"),
+    "a preparation missing a key": (
+        lambda b: b["preparation"].pop("input_scaler"),
+        r"run\.json.*preparation.*input_scaler"),  # Preparation.from_dict words the rest
     "a preparation that is not an object": (
         lambda b: b.update(preparation=[1, 2]),
         r"run\.json: preparation = \[1, 2\]"),

@@ -198,9 +198,10 @@ def read_run(path: str | Path) -> RunFiles:
                           f"train.epochs ({spec.train.epochs}); the file was edited, so the run cannot be used")
     try:
         preparation = Preparation.from_dict(raw["preparation"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise NetfitError(f"{source}: preparation is not as netfit writes it ({type(err).__name__}: {err}); the file "
-                          "was edited or not written by this netfit, so the run cannot be used") from None
+    except (KeyError, TypeError, ValueError) as err:  # a NetfitError of its own passes through unchanged
+        detail = " ".join(f"{type(err).__name__}: {err}".split())[:200]  # one line, even from a multi-line error
+        raise NetfitError(f"{source}: preparation is not as netfit writes it ({detail}); the file was edited or not "
+                          "written by this netfit, so the run cannot be used") from None
     weights = read_verified(path / WEIGHTS, info.files[WEIGHTS].model_dump(), source)
     read_verified(path / METRICS, info.files[METRICS].model_dump(), source)
     checkpoints = verify_checkpoints(path)
