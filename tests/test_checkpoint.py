@@ -145,7 +145,7 @@ DAMAGE = {
     "state.json resealed with another spec": lambda r: _reseal(
         _latest(r) / "state.json", lambda b: b["spec"]["model"].update(hidden=[64, 16])),
     "state.json resealed with other file hashes": lambda r: _reseal(
-        _latest(r) / "state.json", lambda b: b["files"].update({"weights.safetensors": "0" * 64})),
+        _latest(r) / "state.json", lambda b: b["files"]["weights.safetensors"].update(sha256="0" * 64)),
     "state.json from another checkpoint": lambda r: shutil.copy(
         list_checkpoints(r)[0] / "state.json", _latest(r) / "state.json"),
     "best weights byte flipped": lambda r: _flip(r / "checkpoints" / "best" / "weights.safetensors"),

@@ -98,7 +98,7 @@ def test_damaged_files_are_refused_before_use(tmp_path, damage):
         weights.write_bytes(bytes(data))
     else:
         weights.unlink()
-    with pytest.raises(NetfitError, match="hash|missing"):
+    with pytest.raises(NetfitError, match="hash|bytes|missing"):
         netfit.load(run.run_dir)
 
 

@@ -155,6 +155,14 @@ def resume(run_dir: str | Path, X: Any = None, y: Any = None, *, epochs: int | N
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise NetfitError(f"run {str(run_dir)!r} does not exist or is not a folder; pass a run folder to resume")
+    # Locked before anything is read: another process may be writing the checkpoints read here.
+    with run_lock(run_dir):
+        return _resume(run_dir, X, y, epochs, lr, spec, data_dir, progress, on_epoch_end)
+
+
+def _resume(run_dir: Path, X: Any, y: Any, epochs: int | None, lr: float | None,
+            spec: Spec | dict[str, Any] | str | Path | None, data_dir: str | Path | None, progress: TextIO | None,
+            on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None) -> Run:
     finished = is_finished(run_dir)
     # Every file is verified before any is used; a finished run's final files are checked too.
     verified = read_run(run_dir).checkpoints if finished else verify_checkpoints(run_dir)
@@ -231,8 +239,8 @@ def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | Non
     checkpoints = None
     if run_dir is not None:
         full, rest = steps_per_epoch(len(data.train), spec.train.batch_size)
-        checkpoints = Checkpointer(run_dir, spec, data_sha256, full + (rest > 0))
-    with run_lock(run_dir) if run_dir is not None else nullcontext():
+        checkpoints = Checkpointer(run_dir, spec, data_sha256, full + (rest > 0), resuming=checkpoint)
+    with run_lock(run_dir) if created else nullcontext():  # a resume took the lock before reading the run
         if checkpoints is not None:
             checkpoints.clear_leftovers()
         try:

@@ -2,21 +2,23 @@
 
 A run directory holds::
 
+    run-id.json         the run's random id, written when the folder is created
     checkpoints/        resumable checkpoints and the best epoch's weights (``checkpoint.py``)
     model.safetensors   the final weights (no pickle anywhere)
     metrics.csv         one row per epoch
-    run.json            spec, preparation (scalers, classes), final metrics, versions, the hash of
-                        every file above, sealed with the hash of its own body
+    run.json            the run id, spec, preparation (scalers, classes), final metrics, versions,
+                        the SHA-256 and size of model.safetensors and metrics.csv; sealed
 
 The folder is created when training starts and holds only checkpoints until training ends.
 ``run.json`` is written last, atomically: a run is finished exactly when it has one, and until
-then it can be resumed (``netfit train --resume RUN``) but not loaded.
+then it can be resumed (``netfit train --resume RUN``) but not loaded. Every JSON file is sealed
+(``storage.py``: a SHA-256, or an HMAC with ``NETFIT_SIGNING_KEY``) and validated by its schema
+(``runformat.py``) when read; run.json and every checkpoint must carry the folder's run id.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import os
 import platform
@@ -36,15 +38,15 @@ from safetensors.torch import save as dump_tensors
 from .checkpoint import Checkpoint, list_checkpoints, verify_checkpoints
 from .errors import NetfitError
 from .prepare import Preparation
+from .runformat import RUN_FORMAT, RUN_ID_FILE, RunInfo, check_format, read_run_id, validate, write_run_id
 from .spec import Spec, spec_from_dict
-from .storage import dump_sealed_json, fsync_dir, load_sealed_json, read_verified, write_atomic
+from .storage import dump_sealed_json, file_entry, fsync_dir, load_sealed_json, read_verified, remove_tree, write_atomic
 from .train import History
 
 __all__ = ["RunFiles", "check_writable", "create_run_dir", "run_lock", "finish_run", "read_run", "is_finished",
-           "RUN_FORMAT"]
+           "RUN_FORMAT", "RUN_ID_FILE"]
 
-RUN_FORMAT = "netfit-run/1"
-WEIGHTS, INFO, METRICS, LOCK = "model.safetensors", "run.json", "metrics.csv", ".lock"
+WEIGHTS, INFO, METRICS = "model.safetensors", "run.json", "metrics.csv"
 
 
 @dataclass
@@ -72,7 +74,7 @@ def check_writable(parent: Path) -> None:
 
 
 def create_run_dir(parent: Path, name: str) -> Path:
-    """A new, empty run folder under ``parent``: ``name``, else ``name-2``, ``name-3``..."""
+    """A new run folder under ``parent`` (``name``, else ``name-2``, ``name-3``...) holding only its id."""
     check_writable(parent)
     n = 1
     while True:
@@ -85,19 +87,37 @@ def create_run_dir(parent: Path, name: str) -> Path:
         except OSError as err:
             raise NetfitError(f"cannot create a run under {str(parent)!r} ({err.strerror or err}); "
                               "choose a writable folder with --out") from None
+        try:
+            write_run_id(candidate)
+        except BaseException as err:
+            remove_tree(candidate)  # a folder without its id is no run: leave nothing behind
+            if isinstance(err, OSError):
+                raise NetfitError(f"cannot create a run under {str(parent)!r} ({err.strerror or err}); "
+                                  "choose a writable folder with --out") from None
+            raise
         fsync_dir(parent)
         return candidate
 
 
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """Hold the run's lock while training: two processes never write one run at the same time."""
+    """Hold the run's lock while training: two processes never write one run at the same time.
+
+    The lock is the operating system's (``flock``) on the run folder itself, not on a file in it:
+    deleting or replacing any file cannot release it, and it ends with the process that holds
+    it, however that process ends. It is not re-entrant: a second ``run_lock`` on the same run,
+    even in the same process, is refused.
+    """
     try:
         import fcntl
     except ImportError:  # no advisory locks on this platform
         yield
         return
-    fd = os.open(run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        raise NetfitError(f"cannot open run {str(run_dir)!r} ({err.strerror or err}); pass a run folder that "
+                          "`netfit train` wrote") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -112,6 +132,7 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 def finish_run(run_dir: Path, network: torch.nn.Module, spec: Spec, preparation: Preparation,
                history: History, metrics: dict[str, float], device: str) -> Path:
     """Write the final files of a trained run; ``run.json`` last, so the run is whole or unfinished."""
+    run_id = read_run_id(run_dir)
     try:
         # A resumed run replaces its final files: it is first marked unfinished, so a crash in
         # between leaves a run to resume, never one whose files disagree.
@@ -125,6 +146,7 @@ def finish_run(run_dir: Path, network: torch.nn.Module, spec: Spec, preparation:
             write_atomic(run_dir / name, data)
         info = {
             "format": RUN_FORMAT,
+            "run_id": run_id,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "spec": spec.to_dict(),
             "preparation": preparation.to_dict(),
@@ -133,7 +155,7 @@ def finish_run(run_dir: Path, network: torch.nn.Module, spec: Spec, preparation:
                          "stopped_early": history.stopped_early, "device": device,
                          "engine": history.engine},
             "versions": _versions(),
-            "files": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
+            "files": {name: file_entry(data) for name, data in files.items()},
         }
         write_atomic(run_dir / INFO, dump_sealed_json(info))
         return run_dir
@@ -143,12 +165,15 @@ def finish_run(run_dir: Path, network: torch.nn.Module, spec: Spec, preparation:
 
 
 def is_finished(run_dir: Path) -> bool:
-    """Whether training wrote the run's final files (``run.json`` is written last)."""
-    return (Path(run_dir) / INFO).is_file()
+    """Whether training wrote the run's final files (``run.json`` is written last).
+
+    Anything named run.json counts: reading it then says what is wrong with it (a FIFO, a folder).
+    """
+    return os.path.lexists(Path(run_dir) / INFO)
 
 
 def read_run(path: str | Path) -> RunFiles:
-    """Read a finished run, after checking every file of it (checkpoints included) against its hash."""
+    """Read a finished run, after checking every file of it (checkpoints included): seal, schema, size, hash."""
     path = Path(path)
     if not path.is_dir():
         raise NetfitError(f"run {str(path)!r} does not exist or is not a folder; pass a folder that "
@@ -159,26 +184,32 @@ def read_run(path: str | Path) -> RunFiles:
             raise NetfitError(f"run {str(path)!r} has not finished training (latest checkpoint: "
                               f"{checkpoints[-1].name}); continue it with `netfit train --resume {path}`")
         raise NetfitError(f"{str(path)!r} is not a netfit run: it has no {INFO}")
-    info = load_sealed_json(path / INFO)
-    if info.get("format") != RUN_FORMAT:
-        raise NetfitError(f"{path / INFO}: not a {RUN_FORMAT} run file")
+    source = path / INFO
+    raw = load_sealed_json(source)
+    check_format(raw, RUN_FORMAT, source)
+    info: RunInfo = validate(RunInfo, raw, source)
+    run_id = read_run_id(path)
+    if info.run_id != run_id:
+        raise NetfitError(f"{source} belongs to run {info.run_id}, not to run {run_id} ({path}): it was copied from "
+                          "another run, so the run cannot be used")
+    spec = spec_from_dict(raw["spec"], source=f"{source} (spec)")
+    if info.training.epochs_run > spec.train.epochs:
+        raise NetfitError(f"{source}: training.epochs_run = {info.training.epochs_run}: more than the spec's "
+                          f"train.epochs ({spec.train.epochs}); the file was edited, so the run cannot be used")
     try:
-        expected = dict(info["files"])
-        spec = spec_from_dict(info["spec"], source=str(path / INFO))
-        preparation = Preparation.from_dict(info["preparation"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise NetfitError(f"{path / INFO} is incomplete (missing {err}); train the run again") from None
-    for name in (WEIGHTS, METRICS):
-        if name not in expected:
-            raise NetfitError(f"{path / INFO} lists no hash for {name}; the run is incomplete")
-    weights = read_verified(path / WEIGHTS, expected[WEIGHTS], path / INFO)
-    read_verified(path / METRICS, expected[METRICS], path / INFO)
+        preparation = Preparation.from_dict(raw["preparation"])
+    except (KeyError, TypeError, ValueError) as err:  # a NetfitError of its own passes through unchanged
+        detail = " ".join(f"{type(err).__name__}: {err}".split())[:200]  # one line, even from a multi-line error
+        raise NetfitError(f"{source}: preparation is not as netfit writes it ({detail}); the file was edited or not "
+                          "written by this netfit, so the run cannot be used") from None
+    weights = read_verified(path / WEIGHTS, info.files[WEIGHTS].model_dump(), source)
+    read_verified(path / METRICS, info.files[METRICS].model_dump(), source)
     checkpoints = verify_checkpoints(path)
     try:
         state = load_tensors(weights)
-    except (SafetensorError, ValueError) as err:
+    except (SafetensorError, ValueError, RuntimeError) as err:
         raise NetfitError(f"{path / WEIGHTS} cannot be read ({err})") from None
-    return RunFiles(path, spec, preparation, state, dict(info.get("metrics", {})), info, checkpoints)
+    return RunFiles(path, spec, preparation, state, dict(raw["metrics"]), raw, checkpoints)
 
 
 def _metrics_csv(history: History) -> str:

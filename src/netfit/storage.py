@@ -1,15 +1,28 @@
-"""Crash-safe files: atomic writes, content hashes and JSON that carries its own hash.
+"""Crash-safe files: atomic writes, content hashes and JSON that carries its own seal.
 
 Every file netfit writes into a run goes through here. A write goes to a temporary file in the
 same folder, is flushed to disk (fsync), renamed over its final name and the folder is fsynced,
 so that after a crash at any instant the name holds either the old content or the new, never a
-mix. Hashes are SHA-256 of the bytes; a JSON file records the hash of its own body, so an edit
-or a torn write of the JSON itself is caught too.
+mix.
+
+Each JSON file carries a seal of its own body, and lists the SHA-256 and size of every other file
+of its folder, so one good seal vouches for the whole folder. What a seal proves depends on its
+kind:
+
+- ``sha256_of_body`` (the default): the SHA-256 of the body. It catches damage (a torn write, a
+  flipped bit, a hand edit that forgets the seal), not a deliberate edit: anyone can recompute it.
+- ``hmac_sha256_of_body``, written when ``NETFIT_SIGNING_KEY`` is set: an HMAC-SHA256 of the body
+  under that key. Only a holder of the key can make one, and with the key set netfit accepts
+  nothing else, so an edited file (weights, metrics, checkpoints: all listed by hash) is refused.
+
+A run folder is untrusted data: JSON is read only from regular files below a size cap, with its
+nesting depth checked by a linear scan before the parser sees it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import shutil
@@ -17,12 +30,27 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .errors import NetfitError
+from .files import open_regular, read_regular, require_memory
 
 __all__ = ["write_atomic", "fsync_dir", "read_verified", "dump_sealed_json", "load_sealed_json", "remove_tree",
-           "SEAL_KEY"]
+           "file_entry", "signing_key", "SEAL_KEY", "SIGNED_SEAL_KEY", "SIGNING_KEY_ENV", "MIN_KEY_BYTES",
+           "MAX_JSON_BYTES", "MAX_JSON_DEPTH"]
 
 SEAL_KEY = "sha256_of_body"
+SIGNED_SEAL_KEY = "hmac_sha256_of_body"
+SIGNING_KEY_ENV = "NETFIT_SIGNING_KEY"
+MIN_KEY_BYTES = 16  # 128 bits: below that a key can be guessed; `secrets.token_hex(32)` gives 64 characters
+# The largest JSON netfit writes is a checkpoint's state.json, and its history grows by about 200
+# bytes an epoch: 64 MiB holds some 300,000 epochs, far beyond any run this library is for, and
+# parsing that much costs a few hundred MB at most. Anything larger was not written by netfit.
+MAX_JSON_BYTES = 64 * 2**20
+# netfit's own files nest 5 levels deep; a custom module's model.kwargs may add more. The parser
+# recurses once per level, so depth is bounded before it runs (100,000 nested arrays would
+# otherwise exhaust the stack); 100 levels stay far below Python's recursion limit.
+MAX_JSON_DEPTH = 100
 
 
 def fsync_dir(path: Path) -> None:
@@ -55,47 +83,155 @@ def write_atomic(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
-def read_verified(path: Path, expected_sha256: str, listed_in: Path) -> bytes:
-    """The bytes of ``path`` if their SHA-256 is the one ``listed_in`` records, else a NetfitError.
+def file_entry(data: bytes) -> dict[str, Any]:
+    """How a sealed JSON lists another file: its SHA-256 and its size (checked before it is read)."""
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
-    The bytes that were hashed are the bytes the caller parses: no window to swap the file.
+
+def read_verified(path: Path, expected: dict[str, Any], listed_in: Path) -> bytes:
+    """The bytes of ``path`` if their size and SHA-256 are those ``listed_in`` records, else a NetfitError.
+
+    ``expected`` is a validated :func:`file_entry`. The size is compared before a byte is read,
+    so a FIFO, a device or a huge sparse file put in the file's place costs nothing; the bytes
+    that were hashed are the bytes the caller parses, so there is no window to swap the file.
     """
+    size = expected["bytes"]
+    require_memory(size, f"{path} (as {listed_in} lists it)", "free some memory or use a machine with more")
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise NetfitError(f"{path} is missing (listed in {listed_in}); the run is incomplete") from None
-    if hashlib.sha256(data).hexdigest() != expected_sha256:
+        handle = open_regular(path, "run file")
+    except NetfitError:
+        if not path.exists() and not path.is_symlink():
+            raise NetfitError(f"{path} is missing (listed in {listed_in}); the run is incomplete") from None
+        raise
+    with handle:
+        actual = os.fstat(handle.fileno()).st_size
+        if actual != size:
+            raise NetfitError(f"{path} is {actual:,} bytes, but {listed_in} lists {size:,} "
+                              "(truncated, damaged or edited after it was written); refusing to use it")
+        data = handle.read(size + 1)
+    if len(data) != size or not hmac.compare_digest(hashlib.sha256(data).hexdigest(), expected["sha256"]):
         raise NetfitError(f"{path} does not match the hash in {listed_in} (truncated, damaged or edited after it "
                           "was written); refusing to use it")
     return data
 
 
-def _body_hash(body: dict[str, Any]) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+def signing_key() -> bytes | None:
+    """The key in ``NETFIT_SIGNING_KEY`` (None when unset), refused when too short to be secret."""
+    value = os.environ.get(SIGNING_KEY_ENV)
+    if value is None:
+        return None  # set but empty is refused below: a secret that failed to load must not turn signing off
+    key = value.encode("utf-8", "surrogateescape")
+    if len(key) < MIN_KEY_BYTES:
+        raise NetfitError(f"{SIGNING_KEY_ENV} is {len(key)} bytes; a signing key needs at least {MIN_KEY_BYTES} "
+                          "(make one with: python -c 'import secrets; print(secrets.token_hex(32))')")
+    return key
+
+
+def _canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=True).encode("utf-8")
+
+
+def _hmac(key: bytes, body: dict[str, Any]) -> str:
+    return hmac.new(key, _canonical(body), hashlib.sha256).hexdigest()
 
 
 def dump_sealed_json(body: dict[str, Any]) -> bytes:
-    """``body`` as JSON text with the hash of its canonical form added under ``SEAL_KEY``."""
-    return (json.dumps({**body, SEAL_KEY: _body_hash(body)}, indent=1) + "\n").encode("utf-8")
+    """``body`` as JSON text, sealed: an HMAC under ``NETFIT_SIGNING_KEY`` if it is set, else a SHA-256."""
+    key = signing_key()
+    if key is not None:
+        seal = {SIGNED_SEAL_KEY: _hmac(key, body)}
+    else:
+        seal = {SEAL_KEY: hashlib.sha256(_canonical(body)).hexdigest()}
+    return (json.dumps({**body, **seal}, indent=1) + "\n").encode("utf-8")
 
 
-def load_sealed_json(path: Path) -> dict[str, Any]:
-    """Read a file written by :func:`dump_sealed_json`; refuse it if it was cut short or edited."""
+def load_sealed_json(path: Path, max_bytes: int = MAX_JSON_BYTES) -> dict[str, Any]:
+    """Read a file written by :func:`dump_sealed_json`; refuse it if it was cut short, edited or wrongly sealed.
+
+    With ``NETFIT_SIGNING_KEY`` set only a valid HMAC under that key is accepted; without it a
+    signed file is refused (its seal cannot be checked) and a plain SHA-256 must match.
+    """
+    key = signing_key()
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise NetfitError(f"{path} is missing; the run is incomplete") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise NetfitError(f"{path} is damaged ({err}); it cannot be trusted") from None
-    if not isinstance(raw, dict) or SEAL_KEY not in raw:
-        raise NetfitError(f"{path} carries no hash of its contents; it was not written by this netfit "
-                          "or was edited")
-    seal = raw.pop(SEAL_KEY)
-    if seal != _body_hash(raw):
-        raise NetfitError(f"{path} does not match its own hash (edited or damaged after it was written); "
-                          "refusing to use it")
+        data = read_regular(path, "run file", max_bytes)
+    except NetfitError:
+        if not path.exists() and not path.is_symlink():
+            raise NetfitError(f"{path} is missing; the run is incomplete") from None
+        raise
+    raw = _parse_bounded(data, path)
+    if not isinstance(raw, dict):
+        raise NetfitError(f"{path} is not a JSON object; it was not written by netfit")
+    plain, signed = raw.pop(SEAL_KEY, None), raw.pop(SIGNED_SEAL_KEY, None)
+    if plain is None and signed is None:
+        raise NetfitError(f"{path} carries no seal of its contents; it was not written by netfit or was edited")
+    if plain is not None and signed is not None:
+        raise NetfitError(f"{path} carries two seals; it was not written by netfit")
+    if key is None:
+        if signed is not None:
+            raise NetfitError(f"{path} is signed; set {SIGNING_KEY_ENV} to the key it was signed with to read it")
+        if not isinstance(plain, str) or not hmac.compare_digest(plain, hashlib.sha256(_canonical(raw)).hexdigest()):
+            raise NetfitError(f"{path} does not match its own hash (edited or damaged after it was written); "
+                              "refusing to use it")
+        return raw
+    if signed is None:
+        raise NetfitError(f"{path} is not signed with {SIGNING_KEY_ENV} (its seal is a plain SHA-256, which anyone "
+                          f"can recompute after an edit); refusing it: unset {SIGNING_KEY_ENV} only for runs you "
+                          "trust, or train the run again with the key set")
+    if not isinstance(signed, str) or not hmac.compare_digest(signed, _hmac(key, raw)):
+        raise NetfitError(f"{path} does not carry a valid signature under {SIGNING_KEY_ENV} (signed with another "
+                          "key, or edited after it was signed); refusing to use it")
     return raw
+
+
+_CHUNK = 1 << 20
+
+
+def _nesting_depth(data: bytes, limit: int) -> int:
+    """How deep ``[`` and ``{`` nest in JSON text (string contents skipped), in linear time and small memory.
+
+    Stops counting once ``limit`` is passed; returns a value above ``limit`` then.
+    """
+    # Escapes pair up left to right: drop escaped backslashes first, then an escaped quote is a
+    # backslash before a quote. What is left lies inside a string exactly when an odd number of
+    # quotes precede it. Counted a chunk at a time with numpy: a few MB whatever the file's size.
+    text = np.frombuffer(data.replace(b"\\\\", b"").replace(b'\\"', b""), dtype=np.uint8)
+    quotes_before = depth = deepest = 0
+    for start in range(0, len(text), _CHUNK):
+        chunk = text[start:start + _CHUNK]
+        quotes = np.cumsum(chunk == ord('"'), dtype=np.int64) + quotes_before
+        outside = quotes % 2 == 0
+        steps = (((chunk == ord("[")) | (chunk == ord("{"))) & outside).astype(np.int64) \
+            - (((chunk == ord("]")) | (chunk == ord("}"))) & outside)
+        levels = np.cumsum(steps) + depth
+        deepest, depth, quotes_before = max(deepest, int(levels.max())), int(levels[-1]), int(quotes[-1])
+        if deepest > limit:
+            break
+    return deepest
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # A key written twice would let the value that is checked differ from the one a reader sees.
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        repeated = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"the key {repeated!r} appears twice in one object")
+    return result
+
+
+def _parse_bounded(data: bytes, path: Path) -> Any:
+    if _nesting_depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise NetfitError(f"{path} nests more than {MAX_JSON_DEPTH} levels deep; netfit never writes that, so it was "
+                          "not written by netfit; refusing to read it")
+    try:
+        return json.loads(data.decode("utf-8"), object_pairs_hook=_no_repeated_keys)
+    except UnicodeDecodeError as err:
+        raise NetfitError(f"{path} is not UTF-8 text ({err.reason} at byte {err.start}); it was not written by "
+                          "netfit or is damaged") from None
+    except (json.JSONDecodeError, ValueError) as err:
+        raise NetfitError(f"{path} is damaged ({err}); it cannot be trusted") from None
+    except RecursionError:  # a last resort: the depth scan above should make this unreachable
+        raise NetfitError(f"{path} nests too deeply to read; it was not written by netfit") from None
 
 
 def remove_tree(path: Path) -> None:
