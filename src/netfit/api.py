@@ -157,50 +157,44 @@ def resume(run_dir: str | Path, X: Any = None, y: Any = None, *, epochs: int | N
         raise NetfitError(f"run {str(run_dir)!r} does not exist or is not a folder; pass a run folder to resume")
     # Locked before anything is read: another process may be writing the checkpoints read here.
     with run_lock(run_dir):
-        return _resume(run_dir, X, y, epochs, lr, spec, data_dir, progress, on_epoch_end)
-
-
-def _resume(run_dir: Path, X: Any, y: Any, epochs: int | None, lr: float | None,
-            spec: Spec | dict[str, Any] | str | Path | None, data_dir: str | Path | None, progress: TextIO | None,
-            on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None) -> Run:
-    finished = is_finished(run_dir)
-    # Every file is verified before any is used; a finished run's final files are checked too.
-    verified = read_run(run_dir).checkpoints if finished else verify_checkpoints(run_dir)
-    resumable = [c for c in verified if c.body["kind"] == "resume"]
-    if not resumable:
-        raise NetfitError(f"run {str(run_dir)!r} has no checkpoint to resume from; train it again")
-    checkpoint = resumable[-1]
-    run_spec = checkpoint.spec
-    changes: dict[str, Any] = {}
-    if epochs is not None:
-        changes["epochs"] = epochs
-    if lr is not None:
-        changes["lr"] = lr
-    raw = run_spec.to_dict()
-    raw["train"].update(changes)
-    if data_dir is not None:
-        raw["data"]["data_dir"] = str(data_dir)
-    wanted = spec_from_dict(raw, source="the run's spec with the changes asked for")
-    if spec is not None:
-        differences = _differences(_comparable(with_absolute_paths(as_spec(spec))), _comparable(wanted))
-        if differences:
-            raise NetfitError(f"the spec given disagrees with run {str(run_dir)!r} at {', '.join(differences[:5])}; "
-                              "a resume keeps the run's spec (only train.epochs and train.lr may change, with "
-                              "--set): drop the spec argument, or start a new run")
-    state = checkpoint.training_state()
-    # A run whose training ended but whose final files were never written (killed in between) is
-    # finished by its resume, without training; a finished one needs more epochs to go on.
-    if state.stopped_early and finished:
-        raise NetfitError(f"run {str(run_dir)!r} stopped early at epoch {state.epochs_done}; there is nothing "
-                          "to resume (start a new run to train it differently)")
-    done_training = state.stopped_early or state.epochs_done == wanted.train.epochs
-    if state.epochs_done > wanted.train.epochs or (finished and done_training):
-        raise NetfitError(f"run {str(run_dir)!r} has already trained {state.epochs_done} epochs of "
-                          f"{run_spec.train.epochs}; pass --set train.epochs=N with N > {state.epochs_done} "
-                          "to train it further")
-    # A spec the user gave names the module too (it was checked equal to the run's above).
-    module = _custom_module(wanted, module, trust_module or spec is not None, run_dir, "resuming")
-    return _train(wanted, X, y, None, run_dir, checkpoint, progress, on_epoch_end, module)
+        finished = is_finished(run_dir)
+        # Every file is verified before any is used; a finished run's final files are checked too.
+        verified = read_run(run_dir).checkpoints if finished else verify_checkpoints(run_dir)
+        resumable = [c for c in verified if c.body["kind"] == "resume"]
+        if not resumable:
+            raise NetfitError(f"run {str(run_dir)!r} has no checkpoint to resume from; train it again")
+        checkpoint = resumable[-1]
+        run_spec = checkpoint.spec
+        changes: dict[str, Any] = {}
+        if epochs is not None:
+            changes["epochs"] = epochs
+        if lr is not None:
+            changes["lr"] = lr
+        raw = run_spec.to_dict()
+        raw["train"].update(changes)
+        if data_dir is not None:
+            raw["data"]["data_dir"] = str(data_dir)
+        wanted = spec_from_dict(raw, source="the run's spec with the changes asked for")
+        if spec is not None:
+            differences = _differences(_comparable(with_absolute_paths(as_spec(spec))), _comparable(wanted))
+            if differences:
+                raise NetfitError(f"the spec given disagrees with run {str(run_dir)!r} at {', '.join(differences[:5])}; "
+                                  "a resume keeps the run's spec (only train.epochs and train.lr may change, with "
+                                  "--set): drop the spec argument, or start a new run")
+        state = checkpoint.training_state()
+        # A run whose training ended but whose final files were never written (killed in between) is
+        # finished by its resume, without training; a finished one needs more epochs to go on.
+        if state.stopped_early and finished:
+            raise NetfitError(f"run {str(run_dir)!r} stopped early at epoch {state.epochs_done}; there is nothing "
+                              "to resume (start a new run to train it differently)")
+        done_training = state.stopped_early or state.epochs_done == wanted.train.epochs
+        if state.epochs_done > wanted.train.epochs or (finished and done_training):
+            raise NetfitError(f"run {str(run_dir)!r} has already trained {state.epochs_done} epochs of "
+                              f"{run_spec.train.epochs}; pass --set train.epochs=N with N > {state.epochs_done} "
+                              "to train it further")
+        # A spec the user gave names the module too (it was checked equal to the run's above).
+        module = _custom_module(wanted, module, trust_module or spec is not None, run_dir, "resuming")
+        return _train(wanted, X, y, None, run_dir, checkpoint, progress, on_epoch_end, module)
 
 
 def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | None, checkpoint: Checkpoint | None,

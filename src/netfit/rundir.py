@@ -37,9 +37,9 @@ from safetensors.torch import save as dump_tensors
 
 from .checkpoint import Checkpoint, list_checkpoints, verify_checkpoints
 from .errors import NetfitError
-from .prepare import Preparation
+from .preparation import Preparation
 from .runformat import RUN_FORMAT, RUN_ID_FILE, RunInfo, check_format, read_run_id, validate, write_run_id
-from .spec import Spec, spec_from_dict
+from .spec import LOSS_TASK, Spec, spec_from_dict
 from .storage import dump_sealed_json, file_entry, fsync_dir, load_sealed_json, read_verified, remove_tree, write_atomic
 from .train import History
 
@@ -196,12 +196,8 @@ def read_run(path: str | Path) -> RunFiles:
     if info.training.epochs_run > spec.train.epochs:
         raise NetfitError(f"{source}: training.epochs_run = {info.training.epochs_run}: more than the spec's "
                           f"train.epochs ({spec.train.epochs}); the file was edited, so the run cannot be used")
-    try:
-        preparation = Preparation.from_dict(raw["preparation"])
-    except (KeyError, TypeError, ValueError) as err:  # a NetfitError of its own passes through unchanged
-        detail = " ".join(f"{type(err).__name__}: {err}".split())[:200]  # one line, even from a multi-line error
-        raise NetfitError(f"{source}: preparation is not as netfit writes it ({detail}); the file was edited or not "
-                          "written by this netfit, so the run cannot be used") from None
+    preparation = Preparation.from_dict(raw["preparation"], source=f"{source} (preparation)")
+    _check_spec_fits_preparation(spec, preparation, source)
     weights = read_verified(path / WEIGHTS, info.files[WEIGHTS].model_dump(), source)
     read_verified(path / METRICS, info.files[METRICS].model_dump(), source)
     checkpoints = verify_checkpoints(path)
@@ -210,6 +206,21 @@ def read_run(path: str | Path) -> RunFiles:
     except (SafetensorError, ValueError, RuntimeError) as err:
         raise NetfitError(f"{path / WEIGHTS} cannot be read ({err})") from None
     return RunFiles(path, spec, preparation, state, dict(raw["metrics"]), raw, checkpoints)
+
+
+def _check_spec_fits_preparation(spec: Spec, preparation: Preparation, source: str) -> None:
+    """The spec and the preparation of one run must describe the same network and task."""
+    widths = {"model.input": (spec.model.input, preparation.input_size),
+              "model.output": (spec.model.output, preparation.output_size)}
+    for key, (written, prepared) in widths.items():
+        if written != "auto" and spec.model.module is None and written != prepared:
+            raise NetfitError(f"{source}: {key} = {written} but the preparation says {prepared}; the file was "
+                              "edited, so the run cannot be used")
+    task = spec.train.task if spec.train.task != "auto" else (
+        LOSS_TASK[spec.train.loss.name] if spec.train.loss is not None else preparation.task)
+    if task != preparation.task:
+        raise NetfitError(f"{source}: the spec trains for {task} but the preparation says {preparation.task}; the "
+                          "file was edited, so the run cannot be used")
 
 
 def _metrics_csv(history: History) -> str:
