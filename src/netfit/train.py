@@ -247,8 +247,9 @@ def fit_network(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opt
             pending.append(_Pending(epoch, loss_sum, val_figures, float(rates[min(epoch * steps, len(rates)) - 1]),
                                     timer))
             last = epoch == recipe.epochs
+            # A checkpoint records the history, so every epoch it will hold must be read back first.
             if epoch % recipe.print_every == 0 or last or track_best or on_epoch_end is not None \
-                    or (checkpoints is not None and checkpoints.due(epoch)):
+                    or (checkpoints is not None and (checkpoints.due(epoch) or stop.requested)):
                 read_back(epoch * steps - 1)
             else:
                 progress.end_epoch(None, history.metric_name, show=False)
