@@ -426,3 +426,32 @@ def test_a_skipped_step_changes_neither_weights_nor_optimizer_state():
     assert_identical(before[0], net.state_dict())
     for i, s in opt.state_dict()["state"].items():
         assert_identical(before[1][i], s)
+
+
+def test_a_signal_at_an_epoch_boundary_keeps_every_epoch_in_the_checkpoints_history(tmp_path, monkeypatch):
+    import contextlib
+
+    import netfit.train as train_module
+
+    class Stop:
+        """A stop request that arrives just as the last step of epoch 2 ends (10 steps an epoch)."""
+
+        name, signum, requested = "SIGTERM", 15, False
+
+    stop, steps = Stop(), []
+    real_step = netfit.progress.Progress.step
+
+    def step(self, done):
+        steps.append(done)
+        stop.requested = len(steps) >= 20
+        real_step(self, done)
+
+    monkeypatch.setattr(netfit.progress.Progress, "step", step)
+    monkeypatch.setattr(train_module, "stop_on_signals", lambda enabled=True: contextlib.nullcontext(stop))
+    # No validation, lines every 5 epochs, checkpoints only at the end: epoch 2 is still on the device.
+    run_spec = {**spec(print_every=5, checkpoint_every=0, batch_size=48), "data": {"val_fraction": 0.0}}
+    with pytest.raises(netfit.TrainingInterrupted):
+        netfit.fit(run_spec, X, Y, out=tmp_path, progress=None)
+    (run_dir,) = tmp_path.iterdir()
+    state = read_checkpoint(list_checkpoints(run_dir)[-1]).training_state()
+    assert state.epochs_done == 2 and [r.epoch for r in state.history] == [1, 2]
