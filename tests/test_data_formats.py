@@ -338,3 +338,21 @@ def test_idx_gzip_of_the_real_sample_decompresses_to_idx_bytes():
     # Guards the byte-for-byte copy: the shipped gzip holds 16 header + 10,000*784 pixel bytes.
     content = (resources.files("netfit.data") / "mnist-t10k" / "t10k-images-idx3-ubyte.gz").read_bytes()
     assert len(gzip.decompress(content)) == 16 + 10_000 * 784
+
+
+def test_check_arrays_refuses_three_dimensional_targets():
+    with pytest.raises(NetfitError, match=r"targets must be one value per row or one row of values per row, "
+                                          r"got shape \(3, 2, 2\)"):
+        check_arrays(np.zeros((3, 2)), np.zeros((3, 2, 2)), "d")
+
+
+def test_check_arrays_locates_nan_in_two_dimensional_targets():
+    y = np.zeros((4, 3))
+    y[2, 1] = np.nan
+    with pytest.raises(NetfitError, match=r"1 NaN or infinite target value\(s\), the first at row 2, target column 1"):
+        check_arrays(np.zeros((4, 2)), y, "d")
+
+
+def test_check_arrays_refuses_zero_rows_of_images():
+    with pytest.raises(NetfitError, match=r"no rows \(shape \(0, 28, 28\)\)"):
+        check_arrays(np.zeros((0, 28, 28), np.uint8), None, "d")
