@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 import netfit.files
-from netfit.data import check_arrays, read_table
+from netfit.data import check_arrays, load_raw, read_table
 from netfit.data.formats import (FORMATS, csv_columns, infer_format, iter_tables, read_file, read_idx, read_idx_dir,
                                  read_idx_pair)
 from netfit.errors import NetfitError
+from netfit.spec import DataSpec
 
 # Digits per class in the real MNIST test set (LeCun et al.).
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -712,6 +713,20 @@ def test_features_by_name_on_a_file_without_names_must_match_in_number(tmp_path)
     assert read_file(tmp_path / "x.npy", features=["a", "b", "c"]).X.shape == (2, 3)
     with pytest.raises(NetfitError, match="has 3 feature columns but 2 are expected"):
         read_file(tmp_path / "x.npy", features=["a", "b"])
+
+
+def test_load_raw_reads_a_reordered_test_file_by_column_name(tmp_path):
+    (tmp_path / "train.csv").write_text("a,b,y\n1,2,0\n3,4,1\n")
+    (tmp_path / "test.csv").write_text("id,y,b,a\n9,1,6,5\n")
+    raw = load_raw(DataSpec(path=tmp_path / "train.csv", test_path=tmp_path / "test.csv", target="y"))
+    assert raw.X_test.tolist() == [[5.0, 6.0]] and raw.y_test.tolist() == [1] and raw.test_ignored == ("id",)
+
+
+def test_load_raw_passes_header_encoding_and_several_targets(tmp_path):
+    (tmp_path / "t.csv").write_bytes("1,2,3,4\n5,6,7,8\n".encode("latin-1"))
+    raw = load_raw(DataSpec(path=tmp_path / "t.csv", header=False, encoding="latin-1", target=["f2", "f3"]))
+    assert raw.X_train.tolist() == [[1, 2], [5, 6]] and raw.y_train.tolist() == [[3, 4], [7, 8]]
+    assert raw.feature_names == ["f0", "f1"]
 
 
 # ----------------------------------------------------------------------------- CSV in chunks
