@@ -337,6 +337,25 @@ def test_check_arrays_refuses_unusable_shapes(X, y, message):
         check_arrays(X, y, "data")
 
 
+def test_check_arrays_refuses_three_dimensional_targets():
+    with pytest.raises(NetfitError, match=r"targets must be one value per row or one row of values per row, "
+                                          r"got shape \(3, 2, 2\)"):
+        check_arrays(np.zeros((3, 2)), np.zeros((3, 2, 2)), "d")
+
+
+def test_check_arrays_locates_nan_in_two_dimensional_targets():
+    y = np.zeros((4, 3))
+    y[2, 1] = np.nan
+    with pytest.raises(NetfitError, match=r"1 NaN or infinite target value\(s\), the first at row 2, target column 1"):
+        check_arrays(np.zeros((4, 2)), y, "d")
+
+
+def test_check_arrays_refuses_zero_rows_of_images():
+    with pytest.raises(NetfitError, match=r"no rows \(shape \(0, 28, 28\)\)"):
+        check_arrays(np.zeros((0, 28, 28), np.uint8), None, "d")
+
+
+
 def test_data_messages_are_one_line(tmp_path):
     path = _csv(tmp_path, "a,b,y\n1,2,0\n3,abc,1\n")
     with pytest.raises(NetfitError) as err:
@@ -390,6 +409,14 @@ def test_symlink_loop_is_named_before_its_name_is_read_as_a_format(tmp_path):
 def test_folder_given_as_a_csv_file_is_refused(tmp_path):
     with pytest.raises(NetfitError, match="is a folder, not a regular file"):
         read_file(tmp_path, "csv", "y")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
+def test_unreadable_data_file_says_permission_denied(tmp_path):
+    path = _csv(tmp_path, "a,y\n1,2\n")
+    path.chmod(0)
+    with pytest.raises(NetfitError, match="permission denied; check its permissions"):
+        read_file(path, target="y")
 
 
 # ----------------------------------------------------------------------------- NumPy: claims checked first
@@ -606,6 +633,12 @@ def test_csv_in_a_declared_encoding_that_does_not_fit_says_which(tmp_path):
         read_file(path, target="y", encoding="ascii")
 
 
+@pytest.mark.parametrize("encoding", ["base64", "rot13", "no-such-encoding"])
+def test_csv_encoding_that_gives_no_text_is_refused(tmp_path, encoding):
+    with pytest.raises(NetfitError, match=rf"data.encoding = '{encoding}' is not a text encoding"):
+        read_file(_csv(tmp_path, "a,y\n1,2\n"), target="y", encoding=encoding)
+
+
 # ----------------------------------------------------------------------------- CSV: explicit header
 
 
@@ -809,23 +842,3 @@ def test_reading_a_whole_csv_peaks_at_a_small_multiple_of_its_result(wide_csv):
     # measured: ~2.1x. The reader this replaced kept every cell as a Python string: ~25x.
     assert peak - before < result_bytes * 5 // 2 + (32 << 20), (peak - before) / 1e6
 
-
-# ----------------------------------------------------------------------------- check_arrays
-
-
-def test_check_arrays_refuses_three_dimensional_targets():
-    with pytest.raises(NetfitError, match=r"targets must be one value per row or one row of values per row, "
-                                          r"got shape \(3, 2, 2\)"):
-        check_arrays(np.zeros((3, 2)), np.zeros((3, 2, 2)), "d")
-
-
-def test_check_arrays_locates_nan_in_two_dimensional_targets():
-    y = np.zeros((4, 3))
-    y[2, 1] = np.nan
-    with pytest.raises(NetfitError, match=r"1 NaN or infinite target value\(s\), the first at row 2, target column 1"):
-        check_arrays(np.zeros((4, 2)), y, "d")
-
-
-def test_check_arrays_refuses_zero_rows_of_images():
-    with pytest.raises(NetfitError, match=r"no rows \(shape \(0, 28, 28\)\)"):
-        check_arrays(np.zeros((0, 28, 28), np.uint8), None, "d")

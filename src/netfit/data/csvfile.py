@@ -101,7 +101,15 @@ def _lines(handle: BinaryIO, source: str, encoding: str | None) -> Iterator[str]
     codec, skip, bom = next(((codec, len(mark), name) for mark, codec, name in _BOMS if head.startswith(mark)),
                             (encoding or "utf-8", 0, None))
     handle.seek(skip)
-    decoder = codecs.getincrementaldecoder(codec)("strict")
+    try:
+        info = codecs.lookup(codec)
+    except LookupError:
+        raise NetfitError(f"data.encoding = {codec!r} is not a text encoding Python knows; "
+                          "try utf-8, latin-1, cp1252 or utf-16") from None
+    # codecs.lookup also knows base64, hex, rot13...: they turn bytes into bytes, not into text.
+    if not getattr(info, "_is_text_encoding", True):
+        raise NetfitError(f"data.encoding = {codec!r} is not a text encoding; try utf-8, latin-1, cp1252 or utf-16")
+    decoder = info.incrementaldecoder("strict")
     done = 0  # lines handed out, for the line number of a bad byte
     fed = skip  # file bytes given to the decoder before this block
     pending = ""  # the start of a line whose end is in the next block
