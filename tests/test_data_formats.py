@@ -791,6 +791,15 @@ def test_iter_tables_checks_the_header_before_it_returns(tmp_path):
         iter_tables(_csv(tmp_path, "1,2\n3,4\n"))  # no next() needed: the caller has written nothing yet
 
 
+def test_csv_too_large_to_read_whole_is_refused_early_but_iterates(tmp_path, monkeypatch):
+    path = _csv(tmp_path, "a,b\n" + "1,2\n" * 2000)
+    _little_memory(monkeypatch, free=40_000)  # the 32 kB of float64 fit, joining them twice does not
+    with pytest.raises(NetfitError, match=r"reading '.*data.csv' whole \(about 32.0 kB of numbers\) would need "
+                                          r"64.0 kB of memory but only 40.0 kB is free; predict reads a file in chunks"):
+        read_file(path)
+    assert sum(len(table.X) for table in iter_tables(path, chunk_rows=500)) == 2000
+
+
 def _peak_rss_of_child(code: str, *args: str) -> tuple[int, int]:
     """Run ``code`` in a fresh interpreter; its RSS after imports (printed first) and its peak, in bytes."""
     process = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE,

@@ -18,14 +18,15 @@ import codecs
 import csv
 import io
 import itertools
+import os
 from operator import itemgetter
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator, NamedTuple
+from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
 from ..errors import NetfitError
-from ..files import open_regular
+from ..files import describe_bytes, open_regular, require_memory
 from ..registry import nearest
 from .table import ReadOptions, Table
 
@@ -82,7 +83,8 @@ def csv_tables(path: Path, options: ReadOptions, chunk_rows: int | None) -> Iter
             plan = _plan(names, options, source)
             batches = _batches(reader, source, names, first, options.header, chunk_rows)
             if chunk_rows is None:
-                yield _whole_table(batches, plan, names, source)
+                size = os.fstat(handle.fileno()).st_size
+                yield _whole_table(batches, plan, names, source, lambda: handle.tell() / max(size, 1))
             else:
                 for batch in batches:
                     X, y = _convert(batch, plan, names, source)
@@ -407,10 +409,19 @@ def _typed_target(text: np.ndarray) -> np.ndarray:
         return text.astype(np.str_)  # class labels; the caller maps them to ids
 
 
-def _whole_table(batches: Iterator[_Batch], plan: _Plan, names: list[str], source: str) -> Table:
+def _whole_table(batches: Iterator[_Batch], plan: _Plan, names: list[str], source: str,
+                 done: Callable[[], float]) -> Table:
+    """Every batch joined into one table; ``done()`` is the share of the file read so far."""
     features, targets = [], []
     for batch in batches:
         X, y = _convert(batch, plan, names, source)
+        if not features:
+            # Projected from the first batch, so a file that cannot fit is refused in a second, not
+            # by running out of memory halfway; the join at the end needs the result twice.
+            projected = int((X.nbytes + (0 if y is None else y.nbytes)) / max(done(), 1e-9))
+            require_memory(2 * projected, f"reading {source!r} whole (about {describe_bytes(projected)} of "
+                                          "numbers)", "predict reads a file in chunks; to train on it, use a sample "
+                                                      "of its rows or a machine with more memory")
         features.append(X)
         targets.append(y)
     # Joining holds the batches and the result at once: twice the result, the peak of a whole-file read.
