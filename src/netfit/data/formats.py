@@ -115,8 +115,8 @@ def iter_tables(
 ) -> Iterator[Table]:
     """The file as tables of at most ``chunk_rows`` rows; arguments in the module docstring.
 
-    A CSV target column is typed per chunk here (int64, float64 or str), as ``read_file`` types
-    it over the whole file; a caller that needs one type for every chunk converts to it.
+    A CSV target column is typed by each chunk alone (int64, float64 or str), where ``read_file``
+    types it over the whole file: a caller that needs one type for every chunk converts to it.
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be 1 or more, got {chunk_rows}")
