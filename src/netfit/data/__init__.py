@@ -4,7 +4,9 @@
 (``data.path``, plus ``data.test_path``), holds out a test part when asked to
 (``data.test_fraction``), and checks the arrays. Modules, one concept each:
 
-- ``formats``: readers for IDX, CSV, .npz and .npy files (``read_table``)
+- ``formats``: reading data files whole (``read_file``, ``read_table``) or in chunks (``iter_tables``)
+- ``csvfile``, ``npfile``, ``idx``: the readers of CSV, NumPy and IDX files behind ``formats``
+- ``table``: ``Table``, what a reader returns
 - ``checks``: refusing arrays that cannot be trained on (``check_arrays``)
 - ``datasets``: the built-in datasets by name (``DATASETS``, ``load_builtin``)
 - ``download``: fetching IDX files from their mirrors, md5-checked
@@ -22,14 +24,15 @@ import numpy as np
 from ..errors import NetfitError
 from .checks import check_arrays
 from .datasets import DATASETS, load_builtin
-from .formats import Table, csv_columns, infer_format, read_file, read_idx_dir, read_table
+from .formats import Table, csv_columns, infer_format, iter_tables, read_file, read_idx_dir, read_table
 from .rawdata import RawData
 from .split import split_rows
 
 if TYPE_CHECKING:
     from ..spec import DataSpec
 
-__all__ = ["RawData", "load_raw", "read_table", "check_arrays", "split_rows", "load_builtin", "DATASETS"]
+__all__ = ["RawData", "Table", "load_raw", "read_file", "read_table", "iter_tables", "check_arrays", "split_rows",
+           "load_builtin", "DATASETS"]
 
 # What to do when a training file has features but no targets, by format.
 _NO_TARGETS_HINT = {
@@ -73,18 +76,19 @@ def load_raw(spec: DataSpec) -> RawData:
 def _load_files(spec: DataSpec) -> RawData:
     path = Path(spec.path).expanduser()
     format = spec.format or infer_format(path)
+    text = {"header": spec.header, "encoding": spec.encoding}
     if format == "csv" and spec.target is None:
-        columns = csv_columns(path)
+        columns = csv_columns(path, **text)
         raise NetfitError(
             f"data.target is not set; name the CSV column to predict, e.g. --set data.target={columns[-1]} "
-            f"(columns: {', '.join(columns)})"
+            f"(columns: {', '.join(columns[:12])}{', ...' if len(columns) > 12 else ''})"
         )
     test, test_source = None, None
     if format == "idx" and path.is_dir():
         train, test = read_idx_dir(path)
         test_source = f"{path} (t10k part)"
     else:
-        train = read_file(path, format, spec.target)
+        train = read_file(path, format, spec.target, **text)
     _require_targets(train, str(path), format)
     check_arrays(train.X, train.y, str(path), train.feature_names)
 
@@ -95,7 +99,10 @@ def _load_files(spec: DataSpec) -> RawData:
             )
         test_path = Path(spec.test_path).expanduser()
         test_format = spec.format or infer_format(test_path)
-        test, test_source = read_file(test_path, test_format, spec.target), str(test_path)
+        # By name, so a test file with its columns in another order (or an extra id column) still lines up.
+        by_name = {"features": train.feature_names} if test_format == "csv" and train.feature_names else {}
+        test = read_file(test_path, test_format, spec.target, **text, **by_name)
+        test_source = str(test_path)
         _require_targets(test, test_source, test_format)
     if test is not None:
         check_arrays(test.X, test.y, test_source, test.feature_names)
@@ -109,6 +116,7 @@ def _load_files(spec: DataSpec) -> RawData:
         y_test=None if test is None else test.y,
         kind="image" if train.X.dtype == np.uint8 else "table",
         feature_names=train.feature_names,
+        test_ignored=() if test is None else test.ignored,
     )
 
 

@@ -15,22 +15,28 @@ def check_arrays(
     """Raise NetfitError if ``X`` and ``y`` cannot be trained on.
 
     Refused: ``X`` that is not a 2-D (rows, features) array, no rows or no features,
-    non-numeric features, NaN or infinite features or targets, and a different number of
+    non-numeric features, targets that are neither one value per row (n,) nor one row of
+    values per row (n, k), NaN or infinite features or targets, and a different number of
     targets than rows. ``source`` names the data in the message (a file or dataset name);
     ``feature_names``, when given, name the column of a bad value.
     """
+    if X.ndim >= 1 and len(X) == 0:
+        raise NetfitError(f"{source}: the dataset has no rows (shape {X.shape}); check that the file holds data")
     if X.ndim != 2:
         raise NetfitError(
             f"{source}: features must be a 2-D array (rows, features), got shape {X.shape}; "
             "reshape it, e.g. X.reshape(len(X), -1)"
         )
     rows, columns = X.shape
-    if rows == 0:
-        raise NetfitError(f"{source}: the dataset has no rows; check that the file holds data")
     if columns == 0:
         raise NetfitError(f"{source}: the dataset has no feature columns; check the file and data.target")
     if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
         raise NetfitError(f"{source}: features must be numbers, got dtype {X.dtype}; convert them to numbers")
+    if y is not None and (y.ndim not in (1, 2) or (y.ndim == 2 and y.shape[1] == 0)):
+        raise NetfitError(
+            f"{source}: targets must be one value per row or one row of values per row, got shape {y.shape}; "
+            "give y the shape (rows,) or (rows, targets)"
+        )
     if y is not None and len(y) != rows:
         raise NetfitError(
             f"{source}: {rows} rows of features but {len(y)} targets; give one target per row"
@@ -50,8 +56,9 @@ def check_arrays(
         bad = ~np.isfinite(y)
         if bad.any():
             first = int(np.argmax(bad.reshape(-1)))
-            row = first // (y.size // len(y)) if len(y) else 0
+            row, column = divmod(first, y.shape[1]) if y.ndim == 2 else (first, None)
+            where = f"row {row}" if column is None else f"row {row}, target column {column}"
             raise NetfitError(
-                f"{source}: {int(bad.sum())} NaN or infinite target value(s), the first at row {row} "
+                f"{source}: {int(bad.sum())} NaN or infinite target value(s), the first at {where} "
                 "(0-based); fill in or drop those rows"
             )

@@ -20,9 +20,10 @@ class RawData:
 
     name: str  # "mnist-sample", or the data file's name
     X_train: np.ndarray  # (n, features)
-    y_train: np.ndarray  # (n,)
+    y_train: np.ndarray  # (n,), or (n, targets) for several regression targets
     X_test: np.ndarray | None  # None when the data has no test part
     y_test: np.ndarray | None
     kind: str  # "image" (uint8 pixels 0..255) or "table"
     class_names: list[str] | None = None  # names of class ids 0..K-1, when the dataset defines them
     feature_names: list[str] | None = None  # column names, when the source has them
+    test_ignored: tuple[str, ...] = ()  # columns of data.test_path that are neither features nor targets, unused
