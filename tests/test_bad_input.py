@@ -336,8 +336,6 @@ def test_csv_that_says_how_to_read_it_trains(ran, name):
     assert (folder / result["run_dir"]).is_dir() and "val_accuracy" in result["metrics"]
 
 
-@pytest.mark.xfail(strict=True, reason="api.fit calls rundir.check_writable, which creates the folder of runs "
-                                       "before the data is read")
 def test_refused_training_does_not_create_the_folder_of_runs(ran):
     outcome, before, after, _ = ran["no-folder-of-runs"]
     assert outcome.code == 2, outcome.stderr

@@ -173,10 +173,11 @@ def test_load_raw_csv_with_test_path(tmp_path):
     assert raw.X_test.tolist() == [[5.0, 6.0]] and raw.y_test.tolist() == [2.5]
 
 
-def test_load_raw_refuses_test_file_with_other_columns(tmp_path):
+def test_load_raw_refuses_a_test_file_missing_a_training_column(tmp_path):
+    # A reordered test file is read by name (test_data_formats); a missing column is refused by name.
     (tmp_path / "train.csv").write_text("a,b,y\n1,2,0\n")
-    (tmp_path / "test.csv").write_text("b,a,y\n5,6,1\n")
-    with pytest.raises(NetfitError, match="column 1 is 'b' in .*test.csv.* but 'a' in .*same order"):
+    (tmp_path / "test.csv").write_text("b,c,y\n5,6,1\n")
+    with pytest.raises(NetfitError, match="test.csv.* has no feature column 'a'"):
         load_raw(DataSpec(path=tmp_path / "train.csv", test_path=tmp_path / "test.csv", target="y"))
 
 

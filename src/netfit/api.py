@@ -23,7 +23,7 @@ from .probe import check_custom_module, has_batchnorm
 from .progress import Progress
 from .engines import engine_name
 from .checkpoint import Checkpoint, Checkpointer, data_hash, list_checkpoints, verify_checkpoints
-from .rundir import check_writable, create_run_dir, finish_run, is_finished, read_run, run_lock
+from .rundir import create_run_dir, finish_run, is_finished, read_run, run_lock
 from .spec import BCE, MSE, CrossEntropy, Spec, load_spec, spec_from_dict, with_absolute_paths
 from .storage import remove_tree
 from .train import EpochRecord, History, evaluate_split, fit_network, steps_per_epoch
@@ -130,8 +130,6 @@ def fit(spec: Spec | dict[str, Any] | str | Path, X: Any = None, y: Any = None, 
     # Relative data paths are resolved now: the saved run names the same files from any folder.
     spec = with_absolute_paths(as_spec(spec))
     out_dir = Path(out) if out is not None else None
-    if out_dir is not None:
-        check_writable(out_dir)  # fail in a second, not after an hour of training
     return _train(spec, X, y, out_dir, None, None, progress, on_epoch_end)
 
 

@@ -37,6 +37,14 @@ def _build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
 
+    # How to read a CSV handed to evaluate or predict; both default to what the run was trained with.
+    columns = argparse.ArgumentParser(add_help=False)
+    columns.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
+                         help="whether the CSV's first row names its columns (default: as the run's data.header); "
+                              "with --no-header, a file of exactly the run's feature columns is read in their order")
+    columns.add_argument("--encoding", help="text encoding of the CSV (default: the run's data.encoding; a "
+                                            "byte-order mark decides, else UTF-8)")
+
     parser = _Parser(prog="netfit", parents=[common],
                      description="Define, train, evaluate and ship feed-forward networks from a TOML spec.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
@@ -56,15 +64,17 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-module", action="store_true",
                    help="with --resume: import the custom model.module the run names (only for runs you trust)")
 
-    p = sub.add_parser("evaluate", parents=[common], help="report a run's metrics on its test rows or other data")
+    p = sub.add_parser("evaluate", parents=[common, columns],
+                       help="report a run's metrics on its test rows or other data")
     p.add_argument("run", type=Path, help="run directory")
     p.add_argument("--data", type=Path, help="labelled data file to evaluate on (default: the run's test part)")
+    p.add_argument("--format", choices=["idx", "csv", "npz", "npy"], help="--data format (default: from the suffix)")
     p.add_argument("--data-dir", type=Path, help="folder with IDX files for mnist, fashion-mnist, kmnist")
     p.add_argument("--json", action="store_true", help="print one JSON object (run_dir, metrics, report)")
     p.add_argument("--trust-module", action="store_true",
                    help="import the custom model.module the run names (only for runs you trust)")
 
-    p = sub.add_parser("predict", parents=[common], help="predict labels (or values) for new rows or images")
+    p = sub.add_parser("predict", parents=[common, columns], help="predict labels (or values) for new rows or images")
     p.add_argument("run", type=Path, help="run directory")
     p.add_argument("input", type=Path, help="rows to predict: CSV, .npy, .npz or IDX images")
     p.add_argument("-o", "--output", type=Path, help="write a CSV here instead of to stdout")
@@ -187,15 +197,14 @@ def _resume_changes(overrides: list[str]) -> dict[str, Any]:
 def _evaluate(args: argparse.Namespace) -> int:
     model = _load_model(args.run, args.trust_module)
     if args.data is not None:
-        from .data import read_table
+        from .data import check_arrays, read_file
 
-        from .data import check_arrays
-
-        X, y = read_table(args.data, target=model.spec.data.target)
-        if y is None:
+        table = read_file(args.data, args.format, model.spec.data.target, **_columns_as_trained(model, args, args.data))
+        if table.y is None:
             raise NetfitError(f"{args.data} has no targets to evaluate against; give a labelled file")
-        check_arrays(X.reshape(len(X), -1), y, str(args.data))
-        report = model.evaluate(X, y)
+        _note_ignored(table.ignored)
+        check_arrays(table.X.reshape(len(table.X), -1), table.y, str(args.data))
+        report = model.evaluate(table.X, table.y)
         source = str(args.data)
     else:
         report, source = _evaluate_test_part(model, args.data_dir), "the run's test part"
@@ -283,16 +292,41 @@ class _PredictionColumns:
 
 def _feature_chunks(model, args: argparse.Namespace):
     """Raw feature rows of ``args.input``, a chunk at a time, checked as training rows were."""
-    from .data import check_arrays, read_table
-    from .data.formats import csv_columns, infer_format
+    from .data import check_arrays, iter_tables
 
-    target = model.spec.data.target
-    # A CSV may still carry its target column; it is dropped rather than read as a feature.
-    is_csv = (args.format or infer_format(args.input)) == "csv"
-    has_target = target is not None and is_csv and target in csv_columns(args.input)
-    X, _ = read_table(args.input, format=args.format, target=target if has_target else None)
-    check_arrays(X.reshape(len(X), -1), None, str(args.input))
-    yield X
+    for table in iter_tables(args.input, args.format, **_columns_as_trained(model, args, args.input)):
+        _note_ignored(table.ignored)
+        if len(table.X):
+            check_arrays(table.X.reshape(len(table.X), -1), None, str(args.input))
+        yield table.X
+
+
+def _columns_as_trained(model, args: argparse.Namespace, path: Path) -> dict[str, Any]:
+    """How to read a file's columns for a run: by the names it was trained on, with its header and encoding.
+
+    A CSV is matched by header name (reordered columns are put back in order, a missing one is
+    refused, others are ignored). A file without a header row (``--no-header``, or a run trained
+    on one) that has exactly the run's feature columns is read by position, in the run's order.
+    """
+    from .data import csv_columns
+    from .data.formats import infer_format
+
+    data = model.spec.data
+    header = data.header if args.header is None else args.header
+    encoding = args.encoding or data.encoding
+    features = model.preparation.feature_names
+    options: dict[str, Any] = {"header": header, "encoding": encoding,
+                               "features": tuple(features) if features else None}
+    if not header and features and (args.format or infer_format(path)) == "csv":
+        if len(csv_columns(path, header=False, encoding=encoding)) == len(features):
+            options["names"] = tuple(features)
+    return options
+
+
+def _note_ignored(columns: tuple[str, ...]) -> None:
+    if columns:
+        print(f"netfit: ignoring {len(columns)} column{'s' if len(columns) > 1 else ''} the model does not use: "
+              f"{', '.join(columns)}", file=sys.stderr)
 
 
 @contextmanager

@@ -70,7 +70,7 @@ def read_regular(path: str | Path, what: str, max_bytes: int) -> bytes:
 
 def describe_bytes(count: int) -> str:
     """``1.5 GB`` style sizes for messages (decimal units, as file managers show them)."""
-    for unit, size in (("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+    for unit, size in (("EB", 10**18), ("PB", 10**15), ("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
         if count >= size:
             return f"{count / size:.1f} {unit}"
     return f"{count} bytes"

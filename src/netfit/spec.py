@@ -185,9 +185,11 @@ class DataSpec(_Section):
     def _known_encoding(cls, value: str | None) -> str | None:
         if value is not None:
             try:
-                codecs.lookup(value)
+                is_text = codecs.lookup(value)._is_text_encoding  # base64 and rot13 are codecs, not text encodings
             except LookupError:
-                raise ValueError("is not a text encoding Python knows; try utf-8, latin-1, cp1252 or utf-16") from None
+                is_text = False
+            if not is_text:
+                raise ValueError("is not a text encoding Python knows; try utf-8, latin-1, cp1252 or utf-16")
         return value
 
     @model_validator(mode="after")
