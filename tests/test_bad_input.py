@@ -188,7 +188,8 @@ def _headerless_with_header_on(d: Path, run: Path) -> list[str]:
 
 
 def _predict_header_only(d: Path, run: Path) -> list[str]:
-    return ["predict", str(run), str(_write(d, "new.csv", b"pixel_0_0,pixel_0_1\n"))]
+    header = ",".join(f"pixel_{i}_{j}" for i in range(8) for j in range(8))  # the digits run's 64 columns
+    return ["predict", str(run), str(_write(d, "new.csv", f"{header}\n".encode()))]
 
 
 def _predict_fifo(d: Path, run: Path) -> list[str]:
@@ -198,6 +199,62 @@ def _predict_fifo(d: Path, run: Path) -> list[str]:
 
 def _predict_dev_zero(d: Path, run: Path) -> list[str]:
     return ["predict", str(run), "/dev/zero", "--format", "npy"]
+
+
+# ----------------------------------------------------------------------------- specs, models and targets
+
+
+def _spec(d: Path, text: str) -> list[str]:
+    return ["train", str(_write(d, "spec.toml", text.encode())), "--quiet"]
+
+
+def _spec_nested_arrays(d: Path, run: Path) -> list[str]:
+    return _spec(d, "[model]\nkwargs = {a = " + "[" * 3000 + "]" * 3000 + "}\n")
+
+
+def _spec_nested_tables(d: Path, run: Path) -> list[str]:
+    return _spec(d, "[" + ".".join(["a"] * 3000) + "]\nx = 1\n")
+
+
+def _spec_symlink_loop(d: Path, run: Path) -> list[str]:
+    (d / "spec.toml").symlink_to(d / "spec.toml")
+    return ["train", str(d / "spec.toml")]
+
+
+def _spec_fifo(d: Path, run: Path) -> list[str]:
+    os.mkfifo(d / "spec.toml")
+    return ["train", str(d / "spec.toml")]
+
+
+def _digits(*sets: str) -> Callable[[Path, Path], list[str]]:
+    return lambda d, run: ["train", "--set", "data.dataset=digits", *(f"--set={item}" for item in sets), "--quiet"]
+
+
+def _npz(X: np.ndarray, y: np.ndarray, *sets: str) -> Callable[[Path, Path], list[str]]:
+    def argv(d: Path, run: Path) -> list[str]:
+        np.savez(d / "data.npz", X=X, y=y)
+        return _train(d / "data.npz", *sets)
+    return argv
+
+
+_ROWS = np.random.default_rng(1).normal(size=(24, 3))
+
+
+# ----------------------------------------------------------------------------- outputs and runs
+
+
+def _predict_into_the_run(d: Path, run: Path) -> list[str]:
+    np.save(d / "rows.npy", np.zeros((2, 64)))
+    return ["predict", str(run), str(d / "rows.npy"), "-o", str(run / "model.safetensors"), "--force"]
+
+
+def _predict_over_a_file(d: Path, run: Path) -> list[str]:
+    np.save(d / "rows.npy", np.zeros((2, 64)))
+    return ["predict", str(run), str(d / "rows.npy"), "-o", str(_write(d, "mine.csv", b"mine\n"))]
+
+
+def _schema_over_a_file(d: Path, run: Path) -> list[str]:
+    return ["schema", "-o", str(_write(d, "schema.json", b"mine\n"))]
 
 
 class Case(NamedTuple):
@@ -231,6 +288,27 @@ CASES = [
     Case("predict-header-only-csv", _predict_header_only, ("no rows", "header")),
     Case("predict-fifo", _predict_fifo, ("FIFO", "not a regular file")),
     Case("predict-dev-zero", _predict_dev_zero, ("/dev/zero", "character device")),
+    # ------------------------------------------------------------------------- specs, models and targets
+    Case("spec-nested-3000-arrays", _spec_nested_arrays, ("nested more than 32 levels",)),
+    Case("spec-nested-3000-tables", _spec_nested_tables, ("nested more than 32 levels",)),
+    Case("spec-symlink-loop", _spec_symlink_loop, ("spec file", "symlink loop")),
+    Case("spec-fifo", _spec_fifo, ("spec file", "FIFO")),
+    Case("hidden-width-1e9", _digits("model.hidden=[1000000000]"), ("parameters", "would need", "TB of memory")),
+    Case("hidden-width-2**63", _digits("model.hidden=[9223372036854775807]"), ("model.hidden[0]",)),
+    Case("epochs-2**63-1", _digits("train.epochs=9223372036854775807"), ("train.epochs", "1000000")),
+    Case("seed-beyond-32-bits", _digits("train.seed=4294967296"), ("train.seed",)),
+    Case("split-seed-negative", _digits("data.split_seed=-1"), ("data.split_seed",)),
+    Case("batchnorm-with-batches-of-one", _digits("model.batchnorm=true", "train.batch_size=1"),
+         ("BatchNorm needs at least 2 rows",)),
+    Case("two-rows-one-left-to-train", _npz(_ROWS[:2], np.array([0, 1]), "data.val_fraction=0.5",
+                                             "model.batchnorm=true"), ("single value", "1 training rows")),
+    Case("single-class", _npz(_ROWS, np.zeros(24, np.int64)), ("single value 0", "nothing to learn")),
+    Case("ambiguous-whole-numbers", _npz(_ROWS, np.repeat([1, 2, 4, 5, 7, 9, 12, 15], 3)),
+         ("could be class ids or quantities", "train.task=classification", "train.task=regression")),
+    # ------------------------------------------------------------------------- outputs and runs
+    Case("predict-into-the-run", _predict_into_the_run, ("inside run folder",)),
+    Case("predict-over-an-existing-file", _predict_over_a_file, ("already exists", "--force")),
+    Case("schema-over-an-existing-file", _schema_over_a_file, ("already exists", "--force")),
 ]
 
 
