@@ -411,10 +411,23 @@ def test_folder_given_as_a_csv_file_is_refused(tmp_path):
         read_file(tmp_path, "csv", "y")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their permissions")
-def test_unreadable_data_file_says_permission_denied(tmp_path):
+def test_unreadable_data_file_says_permission_denied(tmp_path, monkeypatch):
     path = _csv(tmp_path, "a,y\n1,2\n")
     path.chmod(0)
+    if os.geteuid() == 0:
+        # Root opens any file; give it the refusal every other user gets for this one.
+        import errno
+
+        import netfit.files
+
+        real_open = os.open
+
+        def refusing_open(name, flags, *args):
+            if os.fspath(name) == str(path):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(name))
+            return real_open(name, flags, *args)
+
+        monkeypatch.setattr(netfit.files.os, "open", refusing_open)
     with pytest.raises(NetfitError, match="permission denied; check its permissions"):
         read_file(path, target="y")
 
