@@ -62,10 +62,7 @@ def npy_tables(path: Path, options: ReadOptions, chunk_rows: int | None) -> Iter
     """Features from a .npy file: all at once, or ``chunk_rows`` rows at a time from a memory map."""
     source = str(path)
     with open_regular(path, "data file") as handle:
-        if handle.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
-            raise NetfitError(f"{source!r} is not a NumPy .npy file (numpy.save); check the file, "
-                              "or set data.format to its real format")
-        handle.seek(0)
+        _expect_magic(handle, _NPY_MAGIC, source, "a NumPy .npy file (numpy.save)")
         header = _read_header(handle, source)
         held = os.fstat(handle.fileno()).st_size - header.size
         if held != header.nbytes:
@@ -87,6 +84,13 @@ def npy_tables(path: Path, options: ReadOptions, chunk_rows: int | None) -> Iter
                   np.memmap(handle, header.dtype, "r", header.size, header.shape, "F" if header.fortran else "C"))
         for start in range(0, header.shape[0], chunk_rows):
             yield Table(_features(np.array(mapped[start:start + chunk_rows]), out), None)
+
+
+def _expect_magic(handle: BinaryIO, magic: bytes, source: str, what: str) -> None:
+    """Refuse a file that does not start as ``what`` does, then rewind it for its reader."""
+    if handle.read(len(magic)) != magic:
+        raise NetfitError(f"{source!r} is not {what}; check the file, or set data.format to its real format")
+    handle.seek(0)
 
 
 def _read_array(stream: BinaryIO, header: _Header, source: str) -> np.ndarray:
@@ -155,10 +159,7 @@ def npz_tables(path: Path, options: ReadOptions, chunk_rows: int | None) -> Iter
     """Features (key X, x or features) and targets (y, labels or target) from an .npz archive, as one table."""
     source = str(path)
     with open_regular(path, "data file") as handle:
-        if handle.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
-            raise NetfitError(f"{source!r} is not a NumPy .npz archive (numpy.savez); check the file, "
-                              "or set data.format to its real format")
-        handle.seek(0)
+        _expect_magic(handle, _ZIP_MAGIC, source, "a NumPy .npz archive (numpy.savez)")
         try:
             with zipfile.ZipFile(handle) as archive:
                 # np.load names members without their .npy suffix; the keys match what numpy.savez was given.
