@@ -386,8 +386,7 @@ def _summary(args: argparse.Namespace) -> int:
 def _init(args: argparse.Namespace) -> int:
     from .starter import STARTER_SPEC
 
-    if args.path.exists() and not args.force:
-        raise NetfitError(f"{args.path} already exists; choose another path or pass --force to replace it")
+    _check_output_path(args.path, args.force)
     _write_atomic(args.path, STARTER_SPEC)
     print(f"wrote {args.path}; train it with: netfit train {args.path}")
     return EXIT_OK
