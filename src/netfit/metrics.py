@@ -26,15 +26,16 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[
     """Accuracy, per-class precision, recall, F1 and support, macro F1, and the confusion matrix.
 
     ``confusion[i][j]`` counts rows of true class i predicted as class j. A class that is never
-    predicted has precision 0 (not NaN), as a user reading the table would expect; macro F1
-    averages over the classes present in ``y_true``.
+    predicted has precision 0 (not NaN), as a user reading the table would expect. Macro F1 is
+    scikit-learn's ``f1_score(average="macro")``: the mean over the classes that occur in the
+    labels or in the predictions, so predicting a class that never occurs counts against it.
     """
     ids = np.arange(len(classes))
     y_true = np.asarray(y_true, dtype=np.int64).reshape(-1)
     y_pred = np.asarray(y_pred, dtype=np.int64).reshape(-1)
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=ids, zero_division=0.0)
-    present = support > 0
+    present = np.isin(ids, y_true) | np.isin(ids, y_pred)
     return {
         "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
+from .data.checks import check_arrays
 from .errors import NetfitError
 from .scaling import Scaler
 from .spec import MAX_WIDTH
@@ -136,12 +137,16 @@ class Preparation:
     def encode_features(self, X: np.ndarray, source: str) -> torch.Tensor:
         """Stored features (uint8 kept, else float32), unscaled, checked against the input width."""
         X = np.asarray(X)
+        if X.ndim == 1:
+            raise NetfitError(f"{source}: X has shape {X.shape}; pass a 2-D array of rows x features "
+                              "(X.reshape(1, -1) for a single row)")
         if X.ndim > 2:
             X = X.reshape(len(X), -1)
-        if X.ndim != 2 or X.shape[1] != self.input_size:
-            width = X.shape[1] if X.ndim == 2 else "?"
-            raise NetfitError(f"{source}: rows have {width} features but the model expects {self.input_size}; "
+        if X.ndim == 2 and X.shape[1] != self.input_size:
+            raise NetfitError(f"{source}: rows have {X.shape[1]} features but the model expects {self.input_size}; "
                               "give the same columns the model was trained on")
+        # What training refused (NaN, text, no rows) is refused here too: a NaN row has no class.
+        check_arrays(X, None, source, self.feature_names)
         stored = X if X.dtype == np.uint8 else X.astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(stored))
 

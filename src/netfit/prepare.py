@@ -206,7 +206,11 @@ def _resolve_classes(spec: Spec, task: str, raw: RawData) -> tuple[list[str] | N
     if np.any(np.mod(y, 1) != 0):
         raise NetfitError(f"{raw.name}: {task} needs whole-number class labels, found {y[np.mod(y, 1) != 0][0]}; "
                           "set train.task = \"regression\" for real-valued targets")
-    values = np.unique(y).astype(np.int64)
+    values = np.unique(y)
+    if np.abs(values).max() >= 2**53:  # beyond what float64 holds exactly: no class id looks like this
+        raise NetfitError(f"{raw.name}: label {values[np.argmax(np.abs(values))]:.0f} is too large to be a class "
+                          "label; if the target is a quantity, set train.task = \"regression\"")
+    values = values.astype(np.int64)
     fixed = spec.model.output if isinstance(spec.model.output, int) and spec.model.module is None else None
     if task == "binary":
         if set(values.tolist()) <= {0, 1}:

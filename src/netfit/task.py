@@ -4,7 +4,7 @@
 way a statistician would read a column of numbers. Text and true/false are labels. Numbers with
 a fractional part are quantities. Whole numbers are the hard case, because class ids (0..9)
 and counts or measurements (a disease progression score of 25..346) look alike; they are told
-apart by how many distinct values there are and how many rows each value has:
+apart by how many distinct values there are and how many rows each value has on average:
 
 - fewer than 2 rows per distinct value: quantities (a label seen once cannot be learned);
 - at most 20 distinct values with 10 or more rows each: classes;

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import NetfitError
 from .metrics import classification_report, regression_report
 from .preparation import Preparation
 from .spec import Spec
@@ -88,8 +89,11 @@ class TrainedModel:
 
     def evaluate(self, X: Any, y: Any) -> dict[str, Any]:
         """Full report on labelled rows: a classification report, or MAE, RMSE and R^2."""
-        features = self.preparation.encode_features(_to_numpy(X), "input")
-        return self.report(features, self.preparation.encode_targets(_to_numpy(y), "targets"))
+        X, y = _to_numpy(X), _to_numpy(y)
+        if len(X) != len(y):
+            raise NetfitError(f"evaluate got {len(X)} rows of features but {len(y)} targets; give one target per row")
+        features = self.preparation.encode_features(X, "input")
+        return self.report(features, self.preparation.encode_targets(y, "targets"))
 
     def report(self, features: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
         """The report for rows already encoded by ``preparation`` (stored features, target ids)."""

@@ -52,6 +52,14 @@ def check_arrays(
                 f"{source}: {int(bad.sum())} NaN or infinite feature value(s), the first at row {row}, "
                 f"column {column}{name} (0-based); fill in or drop those rows"
             )
+    if y is not None and y.dtype == object:
+        # Labels handed over from pandas: a missing one is None or NaN, which would become a class.
+        missing = [i for i, v in enumerate(y.reshape(-1).tolist()) if v is None or (isinstance(v, float) and v != v)]
+        if missing:
+            raise NetfitError(
+                f"{source}: {len(missing)} missing target value(s) (None or NaN), the first at row "
+                f"{missing[0] // max(y.size // max(len(y), 1), 1)} (0-based); fill in or drop those rows"
+            )
     if y is not None and np.issubdtype(y.dtype, np.floating):
         bad = ~np.isfinite(y)
         if bad.any():
