@@ -35,6 +35,9 @@ def test_a_saved_preparation_reads_back_as_itself(saved):
     (lambda p: p.update(labels="integers", classes=["setosa", "versicolor", "virginica"]), ["whole numbers"]),
     (lambda p: p.update(feature_names=["a"]), ["feature_names has 1 names but input_size is 4"]),
     (lambda p: p.update(test_sha256="not a hash"), ["test_sha256"]),
+    (lambda p: p.update(feature_names=["a", "a", "b", "c"]), ["column 'a' twice"]),
+    (lambda p: p.update(feature_names=["a", "b", "c", "species"], target_names=["species"]),
+     ["column 'species' twice"]),
     (lambda p: p["target_scaler"].update(method="standardize", shift=[0.0], scale=[1.0]),
      ["target_scaler", "does not apply to a classification run"]),
 ])

@@ -173,6 +173,12 @@ CHECKPOINT_CASES = {
     "history out of order": (
         lambda r: state(r, lambda b: b["history"].reverse()),
         r"state\.json: history holds epochs \[3, 2, 1\]: must be 1, 2, \.\.\."),
+    "history cut short": (
+        lambda r: state(r, lambda b: b.update(history=b["history"][:2])),
+        r"state\.json: history holds epochs \[1, 2\]: must be 1, 2, \.\.\. up to epochs_done \(3\)"),
+    "NaN in a history row": (
+        lambda r: state(r, lambda b: b["history"][1].update(train_loss=float("nan"))),
+        r"state\.json: history\[1\]\.train_loss = NaN: Input should be a finite number"),
     "Python RNG state cut short": (
         lambda r: state(r, lambda b: b["rng"]["python"][1].pop()),
         r"state\.json: rng\.python = .*is not Python's random state"),

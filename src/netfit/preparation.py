@@ -227,6 +227,10 @@ class _Record(_Strict):
                 return "classes of whole-number labels must be whole numbers"
         if self.feature_names is not None and len(self.feature_names) != self.input_size:
             return f"feature_names has {len(self.feature_names)} names but input_size is {self.input_size}"
+        names = (self.feature_names or []) + (self.target_names or [])
+        if len(set(names)) != len(names):
+            repeated = next(n for n in names if names.count(n) > 1)
+            return f"feature_names and target_names name the column {repeated!r} twice"
         if self.target_names is not None and self.task == "regression" and len(self.target_names) != self.output_size:
             return f"target_names has {len(self.target_names)} names but the run predicts {self.output_size} targets"
         if self.target_scaler.method == "divide_by_255" or (self.task != "regression"

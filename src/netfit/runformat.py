@@ -139,12 +139,13 @@ class RunInfo(_Strict):
 class HistoryRow(_Strict):
     """One epoch of the history, as :class:`netfit.train.EpochRecord` (the same fields, no others)."""
 
+    # Every figure netfit records is finite: the NaN guard stops a run before a non-finite loss is kept.
     epoch: Epoch
-    train_loss: float
-    val_loss: float | None
-    val_metric: float | None
-    lr: Annotated[float, Field(ge=0)]
-    epoch_time_s: Annotated[float, Field(ge=0)]
+    train_loss: Annotated[float, Field(allow_inf_nan=False)]
+    val_loss: Annotated[float, Field(allow_inf_nan=False)] | None
+    val_metric: Annotated[float, Field(allow_inf_nan=False)] | None
+    lr: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    epoch_time_s: Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class BestSoFar(_Strict):
@@ -238,7 +239,7 @@ class ResumeState(_CheckpointBody):
             raise ValueError(f"global_step = {self.global_step}: must be epochs_done * steps_per_epoch + "
                              f"steps_into_epoch = {expected}")
         epochs = [row.epoch for row in self.history]
-        if epochs != list(range(1, len(epochs) + 1)) or len(epochs) > self.epochs_done:
+        if epochs != list(range(1, self.epochs_done + 1)):
             raise ValueError(f"history holds epochs {_short(epochs)}: must be 1, 2, ... up to epochs_done "
                              f"({self.epochs_done}), in order")
         if self.best.epoch is not None and self.best.epoch > self.epochs_done:
