@@ -295,3 +295,18 @@ def test_a_reader_that_goes_away_is_not_an_internal_error(digits_run, tmp_path, 
     assert len(proc.stdout.splitlines()) == 2
     assert proc.stderr == "", proc.stderr
     assert proc.returncode in (0, 141)  # 141: ended like any Unix tool whose reader left (SIGPIPE)
+
+
+def test_evaluate_on_an_idx_folder_uses_its_test_part(capsys, tmp_path, write_idx):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for part, rows in (("train", 60), ("t10k", 12)):
+        write_idx(folder / f"{part}-images-idx3-ubyte.gz", rng.integers(0, 256, (rows, 4, 4), dtype=np.uint8))
+        write_idx(folder / f"{part}-labels-idx1-ubyte.gz", np.arange(rows, dtype=np.uint8) % 2)
+    code, out, _ = run_cli(capsys, "train", "--set", f"data.path={folder}", "--set", "model.hidden=[4]",
+                           "--set", "train.epochs=1", "--out", tmp_path / "runs", "--json", "--quiet")
+    assert code == 0
+    code, out, _ = run_cli(capsys, "evaluate", json.loads(out)["run_dir"], "--data", folder, "--json")
+    result = json.loads(out)
+    assert code == 0 and result["report"]["rows"] == 12 and result["data"].endswith("(t10k part)")

@@ -197,15 +197,8 @@ def _resume_changes(overrides: list[str]) -> dict[str, Any]:
 def _evaluate(args: argparse.Namespace) -> int:
     model = _load_model(args.run, args.trust_module)
     if args.data is not None:
-        from .data import check_arrays, read_file
-
-        table = read_file(args.data, args.format, model.spec.data.target, **_columns_as_trained(model, args, args.data))
-        if table.y is None:
-            raise NetfitError(f"{args.data} has no targets to evaluate against; give a labelled file")
-        _note_ignored(table.ignored)
-        check_arrays(table.X.reshape(len(table.X), -1), table.y, str(args.data))
+        table, source = _labelled_rows(model, args)
         report = model.evaluate(table.X, table.y)
-        source = str(args.data)
     else:
         report, source = _evaluate_test_part(model, args.data_dir), "the run's test part"
     prefix = "test_" if args.data is None else ""
@@ -215,6 +208,25 @@ def _evaluate(args: argparse.Namespace) -> int:
     else:
         print(_format_report(report, model.task, source))
     return EXIT_OK
+
+
+def _labelled_rows(model, args: argparse.Namespace):
+    """The rows of ``--data`` with their targets, and how to name them: an IDX folder gives its test part."""
+    from .data import check_arrays, read_file
+    from .data.formats import infer_format, read_idx_dir
+
+    source = str(args.data)
+    if args.data.is_dir() and (args.format or infer_format(args.data)) == "idx":
+        train, test = read_idx_dir(args.data)
+        # A folder is a whole dataset: its t10k part, not the rows a run of it was trained on.
+        table, source = (test, f"{args.data} (t10k part)") if test is not None else (train, f"{args.data} (train part)")
+    else:
+        table = read_file(args.data, args.format, model.spec.data.target, **_columns_as_trained(model, args, args.data))
+    if table.y is None:
+        raise NetfitError(f"{args.data} has no targets to evaluate against; give a labelled file")
+    _note_ignored(table.ignored)
+    check_arrays(table.X.reshape(len(table.X), -1), table.y, source)
+    return table, source
 
 
 def _evaluate_test_part(model, data_dir: Path | None) -> dict[str, Any]:
