@@ -87,6 +87,7 @@ def test_early_stopping_stops_and_restores_the_best_epoch():
     best = min(history.epochs, key=lambda r: r.val_loss)
     assert history.best_epoch == best.epoch
     assert run.metrics["val_loss"] == pytest.approx(best.val_loss, rel=1e-5)
+    assert run.metrics["train_loss"] == best.train_loss  # the restored epoch's, like every other figure
 
 
 def test_progress_lines_follow_print_every(capsys):

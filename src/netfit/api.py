@@ -316,7 +316,10 @@ def _custom_module(spec: Spec, module: type[nn.Module] | None, trusted: bool, ru
 
 def _final_metrics(model: TrainedModel, loss_fn: nn.Module, data: PreparedData, history: History,
                    device: torch.device) -> dict[str, float]:
-    metrics: dict[str, float] = {"train_loss": history.epochs[-1].train_loss, "epochs": len(history.epochs)}
+    # With early stopping the network holds the best epoch's weights: every figure is that epoch's.
+    restored = model.spec.train.early_stopping is not None and history.best_epoch is not None
+    kept = history.epochs[history.best_epoch - 1] if restored else history.epochs[-1]
+    metrics: dict[str, float] = {"train_loss": kept.train_loss, "epochs": len(history.epochs)}
     for part, split in (("val", data.val), ("test", data.test)):
         if split is None:
             continue
