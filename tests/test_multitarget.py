@@ -57,6 +57,22 @@ def test_evaluate_reports_r2_per_target(tmp_path):
     per_target = r2_score(Y, run.model.predict(X), multioutput="raw_values")
     assert [t["r2"] for t in report["per_target"]] == pytest.approx(per_target.tolist(), abs=1e-5)
     assert report["r2"] == pytest.approx(per_target.mean(), abs=1e-5)
+    from sklearn.metrics import mean_absolute_error, mean_squared_error
+
+    predicted = run.model.predict(X)
+    assert report["mae"] == pytest.approx(mean_absolute_error(Y, predicted), rel=1e-5)
+    rmse = np.sqrt(mean_squared_error(Y, predicted, multioutput="raw_values")).mean()  # root_mean_squared_error
+    assert report["rmse"] == pytest.approx(rmse, rel=1e-5)
+
+
+def test_evaluate_prints_each_target(capsys, tmp_path):
+    X, Y, _, _ = _linnerud()
+    run = netfit.fit(SPEC, X, Y, out=tmp_path, progress=None)
+    np.savez(tmp_path / "all.npz", X=X, y=Y)
+    assert main(["evaluate", str(run.run_dir), "--data", str(tmp_path / "all.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "(averaged over targets)" in out
+    assert [line.split()[0] for line in out.splitlines()[-3:]] == ["target_0", "target_1", "target_2"]
 
 
 def test_several_targets_cannot_be_classes():

@@ -108,3 +108,9 @@ def test_a_diverging_run_stops_with_a_named_cause():
             "train": {"epochs": 2, "lr": 1e3, "optimizer": "sgd"}}
     with pytest.raises(netfit.NetfitError, match="NaN or infinite at epoch 1, step .* learning rate too high"):
         netfit.fit(spec, X, y, out=None, progress=None)
+
+
+def test_arrays_and_a_spec_that_names_data_are_refused_together():
+    X, y = _blobs(n=60)
+    with pytest.raises(netfit.NetfitError, match="got X and y and a spec whose data is 'digits'"):
+        netfit.fit({"data": {"dataset": "digits"}}, X, y, out=None, progress=None)

@@ -465,7 +465,13 @@ def _metrics_line(metrics: dict[str, float]) -> str:
 def _format_report(report: dict[str, Any], task: str, source: str) -> str:
     lines = [f"evaluated on {source} ({report['rows']} rows)"]
     if task == "regression":
-        lines.append(f"MAE {report['mae']:.4f}  RMSE {report['rmse']:.4f}  R^2 {report['r2']:.4f}")
+        lines.append(f"MAE {report['mae']:.4f}  RMSE {report['rmse']:.4f}  R^2 {report['r2']:.4f}"
+                     + ("  (averaged over targets)" if "per_target" in report else ""))
+        targets = report.get("per_target", [])
+        width = max([6] + [len(t["target"]) for t in targets])
+        if targets:
+            lines.append(f"{'target':<{width}}  {'MAE':>10}  {'RMSE':>10}  {'R^2':>8}")
+        lines += [f"{t['target']:<{width}}  {t['mae']:10.4f}  {t['rmse']:10.4f}  {t['r2']:8.4f}" for t in targets]
         return "\n".join(lines)
     lines.append(f"accuracy {report['accuracy']:.4f}  macro F1 {report['macro_f1']:.4f}")
     width = max(5, *(len(c["class"]) for c in report["per_class"]))

@@ -49,32 +49,29 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[
 
 
 def regression_report(y_true: np.ndarray, y_pred: np.ndarray, names: list[str] | None = None) -> dict[str, Any]:
-    """MAE, RMSE and R^2 in the targets' own units, averaged over target columns, and per column.
+    """MAE, RMSE and R^2 in the targets' own units, averaged uniformly over target columns, and per column.
 
     ``names`` names the target columns (``target_0``... when not given); ``per_target`` holds one
     entry per column when there are several.
     """
     y_true = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
     y_pred = np.asarray(y_pred, dtype=np.float64).reshape(len(y_pred), -1)
-    report: dict[str, Any] = {
-        "mae": float(mean_absolute_error(y_true, y_pred)),
-        "rmse": float(np.sqrt(mean_squared_error(y_true, y_pred))),
-        "r2": _r2(y_true, y_pred, "uniform_average"),
-        "rows": int(len(y_true)),
-    }
+    mae = mean_absolute_error(y_true, y_pred, multioutput="raw_values")
+    rmse = np.sqrt(mean_squared_error(y_true, y_pred, multioutput="raw_values"))
+    r2 = _r2_per_target(y_true, y_pred)
+    # Each figure is the uniform average of the per-target ones, as scikit-learn's
+    # mean_absolute_error, root_mean_squared_error and r2_score report them.
+    report: dict[str, Any] = {"mae": float(mae.mean()), "rmse": float(rmse.mean()), "r2": float(r2.mean()),
+                              "rows": int(len(y_true))}
     if y_true.shape[1] > 1:
         names = names or [f"target_{i}" for i in range(y_true.shape[1])]
-        mae = mean_absolute_error(y_true, y_pred, multioutput="raw_values")
-        mse = mean_squared_error(y_true, y_pred, multioutput="raw_values")
-        r2 = _r2(y_true, y_pred, "raw_values")
-        report["per_target"] = [{"target": n, "mae": float(a), "rmse": float(np.sqrt(m)), "r2": float(r)}
-                                for n, a, m, r in zip(names, mae, mse, r2)]
+        report["per_target"] = [{"target": n, "mae": float(a), "rmse": float(m), "r2": float(r)}
+                                for n, a, m, r in zip(names, mae, rmse, r2)]
     return report
 
 
-def _r2(y_true: np.ndarray, y_pred: np.ndarray, multioutput: str):
+def _r2_per_target(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     # R^2 needs two rows; one row has no variance to explain.
     if len(y_true) < 2:
-        return float("nan") if multioutput == "uniform_average" else np.full(y_true.shape[1], np.nan)
-    value = r2_score(y_true, y_pred, multioutput=multioutput)
-    return float(value) if multioutput == "uniform_average" else value
+        return np.full(y_true.shape[1], np.nan)
+    return np.atleast_1d(r2_score(y_true, y_pred, multioutput="raw_values"))

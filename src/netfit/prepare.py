@@ -168,6 +168,10 @@ def _load_spec_data(spec: Spec) -> RawData:
 def _raw_from_arrays(spec: Spec, X: Any, y: Any) -> RawData:
     if y is None:
         raise NetfitError("netfit.fit got X without y; pass the targets too")
+    source = spec.data.dataset or spec.data.path
+    if source is not None:
+        raise NetfitError(f"netfit.fit got X and y and a spec whose data is {str(source)!r}; train on one: drop "
+                          "data.dataset and data.path from the spec, or do not pass X and y")
     X = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
     y = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
     if X.ndim > 2:
