@@ -251,6 +251,11 @@ def test_a_run_means_the_same_data_from_any_folder(capsys, tmp_path, monkeypatch
     _iris_csv(elsewhere / "good.csv", slice(0, 100, 2))
     code, out, _ = run_cli(capsys, "evaluate", run_dir, "--json")
     assert code == 0 and json.loads(out)["report"]["rows"] == 30
+    # The run's own file with its columns in another order holds the same data.
+    lines = [line.split(",") for line in (home / "good.csv").read_text().splitlines()]
+    (home / "good.csv").write_text("".join(",".join(row[::-1]) + "\n" for row in lines))
+    code, again, _ = run_cli(capsys, "evaluate", run_dir, "--json")
+    assert code == 0 and json.loads(again)["metrics"] == json.loads(out)["metrics"]
     # The run's own file changed: its "test part" is no longer the one it was tested on.
     _iris_csv(home / "good.csv", slice(0, 140))
     code, _, err = run_cli(capsys, "evaluate", run_dir)

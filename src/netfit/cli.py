@@ -242,7 +242,7 @@ def _evaluate_test_part(model, data_dir: Path | None) -> dict[str, Any]:
     if recorded is None:
         raise NetfitError("the run's data has no test part (no data.test_path or data.test_fraction); "
                           "pass labelled rows with --data FILE")
-    raw = load_raw(data_spec)
+    raw = load_raw(data_spec, model.preparation.feature_names)  # by name: a reordered file is the same data
     if raw.X_test is None or arrays_sha256(raw.X_test, raw.y_test) != recorded:
         where = data_spec.test_path or data_spec.path or data_spec.dataset
         rows = "no test part" if raw.X_test is None else f"a test part of {len(raw.X_test)} rows"

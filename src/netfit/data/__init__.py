@@ -42,14 +42,15 @@ _NO_TARGETS_HINT = {
 }
 
 
-def load_raw(spec: DataSpec) -> RawData:
+def load_raw(spec: DataSpec, features: list[str] | None = None) -> RawData:
     """Read the examples that ``spec`` (a DataSpec, the ``data`` section) describes.
 
     A built-in dataset comes with its own test part. A data file is the training part, and
     ``spec.test_path`` (same format) its test part; an IDX folder with t10k files has its own.
     When the data has no test part, ``spec.test_fraction`` of the rows are held out as one
     (seed ``spec.split_seed``). Features and targets are checked with ``check_arrays``; they
-    are not scaled, and class labels are not mapped to ids.
+    are not scaled, and class labels are not mapped to ids. ``features`` (a trained run's
+    feature names) reads a CSV's feature columns by name, in that order, as the run saw them.
     """
     if spec.dataset is not None:
         raw = load_builtin(spec.dataset, spec.data_dir, spec.download)
@@ -57,7 +58,7 @@ def load_raw(spec: DataSpec) -> RawData:
         if raw.X_test is not None:
             check_arrays(raw.X_test, raw.y_test, f"{raw.name} (test part)", raw.feature_names)
     else:
-        raw = _load_files(spec)
+        raw = _load_files(spec, features)
     if raw.X_test is None and spec.test_fraction > 0:
         keep, held = split_rows(len(raw.X_train), spec.test_fraction, spec.split_seed)
         if len(keep) == 0:
@@ -73,7 +74,7 @@ def load_raw(spec: DataSpec) -> RawData:
     return raw
 
 
-def _load_files(spec: DataSpec) -> RawData:
+def _load_files(spec: DataSpec, features: list[str] | None) -> RawData:
     path = Path(spec.path).expanduser()
     format = spec.format or infer_format(path)
     text = {"header": spec.header, "encoding": spec.encoding}
@@ -88,7 +89,7 @@ def _load_files(spec: DataSpec) -> RawData:
         train, test = read_idx_dir(path)
         test_source = f"{path} (t10k part)"
     else:
-        train = read_file(path, format, spec.target, **text)
+        train = read_file(path, format, spec.target, **text, **({"features": features} if features else {}))
     _require_targets(train, str(path), format)
     check_arrays(train.X, train.y, str(path), train.feature_names)
 
