@@ -1,6 +1,7 @@
 """The spec: TOML, Python and --set all validate through the same models, with actionable errors."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,21 @@ def test_json_schema_is_generated_and_shipped_copy_is_current():
     assert set(schema["properties"]) == {"model", "data", "train"}
     shipped = json.loads((ROOT / "docs" / "spec.schema.json").read_text())
     assert shipped == schema, "docs/spec.schema.json is stale: run `netfit schema -o docs/spec.schema.json`"
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"model": {"batchnorm": "yes"}}, "model.batchnorm = 'yes'"),
+    ({"train": {"epochs": True}}, "train.epochs = True"),
+    ({"train": {"lr": "0.5"}}, "train.lr = '0.5'"),
+    ({"model": {"hidden": [2.0]}}, "model.hidden[0] = 2.0"),
+    ({"train": {"optimizer": {"name": "adam", "betas": ["0.5", 0.9]}}}, "betas[0] = '0.5'"),
+])
+def test_values_of_the_wrong_type_are_refused_not_converted(raw, expected):
+    with pytest.raises(NetfitError, match=re.escape(expected)):
+        spec_from_dict(raw)
+
+
+def test_paths_and_betas_still_come_as_text_and_lists():
+    spec = spec_from_dict({"data": {"path": "x.csv"}, "train": {"optimizer": {"name": "adam", "betas": [0.5, 0.9]},
+                                                              "lr": 1}})
+    assert str(spec.data.path) == "x.csv" and spec.train.optimizer.betas == (0.5, 0.9) and spec.train.lr == 1.0

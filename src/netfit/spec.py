@@ -55,9 +55,16 @@ ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid")
 SCALINGS = ("auto", "none", "divide_by_255", "standardize")
 
 
+# Paths come as text from TOML and JSON, and a pair of betas as a list: both are converted.
+FilePath = Annotated[Path, Field(strict=False)]
+Betas = Annotated[tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]], Field(strict=False)]
+
+
 class _Section(BaseModel):
     # Typos must fail loudly: a silently ignored key is a silently wrong experiment.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Strict types too: "yes" is not true, true is not 1 epoch, "0.5" is not a learning rate. TOML and
+    # --set give real types, so a value of another type is a mistake to name, not to convert.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 # ----------------------------------------------------------------------------- model
@@ -136,7 +143,7 @@ class DataSpec(_Section):
     dataset: str | None = Field(
         None, description="a built-in dataset: mnist-sample, digits, diabetes, mnist, fashion-mnist, kmnist"
     )
-    path: Path | None = Field(None, description="a data file or IDX directory, instead of a built-in dataset")
+    path: FilePath | None = Field(None, description="a data file or IDX directory, instead of a built-in dataset")
     format: Literal["idx", "csv", "npz", "npy"] | None = Field(
         None, description="format of data.path; inferred from the suffix when left out"
     )
@@ -148,7 +155,7 @@ class DataSpec(_Section):
     encoding: str | None = Field(
         None, description="text encoding of CSV files (e.g. latin-1); left out: a byte-order mark decides, "
                           "else UTF-8")
-    test_path: Path | None = Field(None, description="a separate file with test examples, same format")
+    test_path: FilePath | None = Field(None, description="a separate file with test examples, same format")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="fraction of training rows held out for validation")
     test_fraction: float = Field(
         0.0,
@@ -164,7 +171,7 @@ class DataSpec(_Section):
     target_scaling: Literal["auto", "none", "standardize"] = Field(
         "auto", description="regression targets standardized on training rows (auto = yes for regression)"
     )
-    data_dir: Path | None = Field(
+    data_dir: FilePath | None = Field(
         None, description="folder with IDX files for mnist, fashion-mnist, kmnist (else NETFIT_DATA_DIR, system, cache)"
     )
     download: bool = Field(True, description="download missing built-in datasets into the cache")
@@ -278,7 +285,7 @@ class Adam(_Choice):
     """Adam; weight decay is added to the gradient (L2), as in torch.optim.Adam."""
 
     name: Literal["adam"]
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+    betas: Betas = Field(
         (0.9, 0.999), description="decay rates of the first and second moment estimates"
     )
     eps: float = Field(1e-8, gt=0, description="added to the denominator for numerical stability")
@@ -288,7 +295,7 @@ class AdamW(_Choice):
     """Adam with decoupled weight decay."""
 
     name: Literal["adamw"]
-    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = Field(
+    betas: Betas = Field(
         (0.9, 0.999), description="decay rates of the first and second moment estimates"
     )
     eps: float = Field(1e-8, gt=0, description="added to the denominator for numerical stability")
