@@ -129,3 +129,18 @@ def test_not_a_run_folder(tmp_path):
         netfit.load(tmp_path)
     with pytest.raises(NetfitError, match="does not exist"):
         netfit.load(tmp_path / "nope")
+
+
+def test_run_files_get_the_mode_any_new_file_gets(tmp_path):
+    import os
+    import stat
+
+    X, y = _data()
+    previous = os.umask(0o022)
+    try:
+        run = netfit.fit(SPEC, X, y, out=tmp_path, progress=None)
+    finally:
+        os.umask(previous)
+    modes = {str(p.relative_to(run.run_dir)): stat.S_IMODE(p.stat().st_mode) for p in run.run_dir.rglob("*")}
+    assert {m for name, m in modes.items() if (run.run_dir / name).is_file()} == {0o644}, modes
+    assert {m for name, m in modes.items() if (run.run_dir / name).is_dir()} == {0o755}, modes

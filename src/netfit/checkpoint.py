@@ -45,7 +45,8 @@ from .errors import NetfitError
 from .runformat import (CHECKPOINT_FORMAT, OPTIMIZER_STATE, BestState, CheckpointState, ResumeState, check_format,
                         read_run_id, validate)
 from .spec import Spec, spec_from_dict
-from .storage import dump_sealed_json, file_entry, fsync_dir, load_sealed_json, read_verified, remove_tree
+from .storage import (dump_sealed_json, file_entry, fsync_dir, load_sealed_json, read_verified, remove_tree,
+                      temporary_folder)
 from .train import EpochRecord, TrainingState
 
 __all__ = ["CHECKPOINT_FORMAT", "Checkpointer", "Checkpoint", "list_checkpoints",
@@ -210,7 +211,7 @@ class Checkpointer:
         staging: Path | None = None
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(dir=self.folder, prefix=f".{name}.partial-"))
+            staging = temporary_folder(self.folder, f".{name}.partial-")
             body = {**body, "files": {f: file_entry(data) for f, data in files.items()}}
             for fname, data in {**files, STATE: dump_sealed_json(body)}.items():
                 _write_durably(staging / fname, data)

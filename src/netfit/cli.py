@@ -12,7 +12,6 @@ import csv
 import json
 import os
 import sys
-import tempfile
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
@@ -347,12 +346,12 @@ def _csv_output(path: Path | None):
     if path is None:
         yield csv.writer(sys.stdout)
         return
-    from .storage import fsync_dir
+    from .storage import fsync_dir, temporary_file
 
     target = path.expanduser()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        handle, temporary = temporary_file(target)
     except OSError as err:
         raise NetfitError(f"cannot write {path} ({err.strerror or err}); choose a writable folder") from None
     try:

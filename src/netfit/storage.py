@@ -35,7 +35,7 @@ import numpy as np
 from .errors import NetfitError
 from .files import open_regular, read_regular, require_memory
 
-__all__ = ["write_atomic", "fsync_dir", "read_verified", "dump_sealed_json", "load_sealed_json", "remove_tree",
+__all__ = ["write_atomic", "temporary_file", "temporary_folder", "fsync_dir", "read_verified", "dump_sealed_json", "load_sealed_json", "remove_tree",
            "file_entry", "signing_key", "SEAL_KEY", "SIGNED_SEAL_KEY", "SIGNING_KEY_ENV", "MIN_KEY_BYTES",
            "MAX_JSON_BYTES", "MAX_JSON_DEPTH"]
 
@@ -65,12 +65,44 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    # Read without changing it where Linux shows it; os.umask can only be read by setting it.
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def temporary_file(final: Path, suffix: str = ".tmp") -> tuple[int, str]:
+    """A hidden temporary file beside ``final``, to be renamed onto it: ``(fd, path)``.
+
+    tempfile makes it readable by its owner only (0600); the file it becomes gets the mode any
+    new file gets (0644 under the usual umask), so a colleague can read a run or its predictions.
+    """
+    fd, path = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=suffix)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, path
+
+
+def temporary_folder(folder: Path, prefix: str) -> Path:
+    """A new hidden folder in ``folder``, with the mode any new folder gets (tempfile gives 0700)."""
+    path = Path(tempfile.mkdtemp(dir=folder, prefix=prefix))
+    os.chmod(path, 0o777 & ~_umask())
+    return path
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data``: temporary file, fsync, rename, fsync of the folder.
 
     Raises OSError as the operating system reports it; the old file, if any, is untouched then.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temporary_file(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -11,13 +11,13 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import IO
 
 from ..errors import NetfitError
+from ..storage import temporary_file
 
 __all__ = ["MIRRORS", "MD5", "TIMEOUT_S", "MirrorsUnreachable", "mirrors_for", "download_files", "download_file"]
 
@@ -118,7 +118,7 @@ def download_file(url: str, destination: Path, expected_md5: str) -> None:
     with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
         total = _content_length(response)
         _announce(url, destination, total)
-        handle, temporary = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".part")
+        handle, temporary = temporary_file(destination, suffix=".part")
         try:
             with os.fdopen(handle, "wb") as out:
                 md5, received = _copy(response, out, total)
