@@ -253,6 +253,10 @@ def _predict_over_a_file(d: Path, run: Path) -> list[str]:
     return ["predict", str(run), str(d / "rows.npy"), "-o", str(_write(d, "mine.csv", b"mine\n"))]
 
 
+def _train_into_the_run(d: Path, run: Path) -> list[str]:
+    return ["train", "--set", "data.dataset=digits", "--out", str(run), "--quiet"]
+
+
 def _schema_over_a_file(d: Path, run: Path) -> list[str]:
     return ["schema", "-o", str(_write(d, "schema.json", b"mine\n"))]
 
@@ -309,6 +313,7 @@ CASES = [
     Case("predict-into-the-run", _predict_into_the_run, ("inside run folder",)),
     Case("predict-over-an-existing-file", _predict_over_a_file, ("already exists", "--force")),
     Case("schema-over-an-existing-file", _schema_over_a_file, ("already exists", "--force")),
+    Case("train-out-inside-a-run", _train_into_the_run, ("inside run folder", "a run never holds another")),
 ]
 
 

@@ -23,7 +23,7 @@ from .probe import check_custom_module, has_batchnorm
 from .progress import Progress
 from .engines import engine_name
 from .checkpoint import Checkpoint, Checkpointer, data_hash, list_checkpoints, verify_checkpoints
-from .rundir import create_run_dir, finish_run, is_finished, read_run, run_lock
+from .rundir import create_run_dir, enclosing_run, finish_run, is_finished, read_run, run_lock
 from .spec import BCE, MSE, CrossEntropy, Spec, load_spec, spec_from_dict, with_absolute_paths
 from .storage import remove_tree
 from .train import EpochRecord, History, evaluate_split, fit_network, steps_per_epoch
@@ -130,6 +130,9 @@ def fit(spec: Spec | dict[str, Any] | str | Path, X: Any = None, y: Any = None, 
     # Relative data paths are resolved now: the saved run names the same files from any folder.
     spec = with_absolute_paths(as_spec(spec))
     out_dir = Path(out) if out is not None else None
+    if out_dir is not None and (run := enclosing_run(out_dir)) is not None:
+        raise NetfitError(f"--out {out_dir} is inside run folder {str(run)!r}; a run never holds another: "
+                          "choose a folder of runs outside it (the default is runs/)")
     return _train(spec, X, y, out_dir, None, None, progress, on_epoch_end)
 
 

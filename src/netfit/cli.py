@@ -430,11 +430,13 @@ def _load_model(run: Path, trust_module: bool):
 
 def _check_output_path(path: Path, force: bool) -> None:
     """Refuse to write over a run's files (ever) or over an existing file (without --force)."""
+    from .rundir import enclosing_run
+
     target = path.expanduser().absolute()
-    for folder in target.parents:
-        if (folder / "run.json").is_file() or (folder / "checkpoints").is_dir():
-            raise NetfitError(f"{path} is inside run folder {str(folder)!r}; netfit never writes over a run's "
-                              "files: choose a path outside it")
+    run = enclosing_run(target.parent)
+    if run is not None:
+        raise NetfitError(f"{path} is inside run folder {str(run)!r}; netfit never writes over a run's "
+                          "files: choose a path outside it")
     if target.is_dir():
         raise NetfitError(f"{path} is a folder; give the path of a file to write")
     if target.exists() and not force:

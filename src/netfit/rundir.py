@@ -43,7 +43,7 @@ from .spec import LOSS_TASK, Spec, spec_from_dict
 from .storage import dump_sealed_json, file_entry, fsync_dir, load_sealed_json, read_verified, remove_tree, write_atomic
 from .train import History
 
-__all__ = ["RunFiles", "check_writable", "create_run_dir", "run_lock", "finish_run", "read_run", "is_finished",
+__all__ = ["RunFiles", "enclosing_run", "check_writable", "create_run_dir", "run_lock", "finish_run", "read_run", "is_finished",
            "RUN_FORMAT", "RUN_ID_FILE"]
 
 WEIGHTS, INFO, METRICS = "model.safetensors", "run.json", "metrics.csv"
@@ -60,6 +60,15 @@ class RunFiles:
     metrics: dict[str, float]
     info: dict[str, Any]
     checkpoints: list[Checkpoint]  # verified, oldest first, ``best`` last
+
+
+def enclosing_run(path: Path) -> Path | None:
+    """The run folder that ``path`` is or lies in, if any: netfit never writes anything of its own there."""
+    target = Path(path).expanduser().absolute()
+    for folder in (target, *target.parents):
+        if (folder / INFO).is_file() or (folder / RUN_ID_FILE).is_file() or (folder / "checkpoints").is_dir():
+            return folder
+    return None
 
 
 def check_writable(parent: Path) -> None:
