@@ -267,7 +267,7 @@ class Case(NamedTuple):
     words: tuple[str, ...]  # what the one line on stderr must say
 
 
-ENCODING_FIX = 'set data.encoding (e.g. "latin-1" or "cp1252"), or save the file as UTF-8'
+ENCODING_FIX = 'set data.encoding (--encoding on evaluate and predict; e.g. "latin-1" or "cp1252"), or save the file as UTF-8'
 
 CASES = [
     # ------------------------------------------------------------------------- data files

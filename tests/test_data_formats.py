@@ -371,7 +371,7 @@ def test_idx_gzip_of_the_real_sample_decompresses_to_idx_bytes():
 
 # ----------------------------------------------------------------------------- helpers for bad input (issue 8)
 
-_FIX = 'set data.encoding (e.g. "latin-1" or "cp1252"), or save the file as UTF-8'
+_FIX = 'set data.encoding (--encoding on evaluate and predict; e.g. "latin-1" or "cp1252"), or save the file as UTF-8'
 
 
 def _npy_header(shape: tuple, descr: str = "<f8", size: int = 80) -> bytes:
@@ -864,3 +864,9 @@ def test_reading_a_whole_csv_peaks_at_a_small_multiple_of_its_result(wide_csv):
     # measured: ~2.1x. The reader this replaced kept every cell as a Python string: ~25x.
     assert peak - before < result_bytes * 5 // 2 + (32 << 20), (peak - before) / 1e6
 
+
+
+def test_a_csv_separated_by_semicolons_is_named_as_such(tmp_path):
+    path = _csv(tmp_path, "a;b;c;label\n1;2;3;0\n4;5;6;1\n")
+    with pytest.raises(NetfitError, match="separated by semicolons, but netfit reads comma-separated files"):
+        read_file(path, target="label")

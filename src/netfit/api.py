@@ -156,6 +156,9 @@ def resume(run_dir: str | Path, X: Any = None, y: Any = None, *, epochs: int | N
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise NetfitError(f"run {str(run_dir)!r} does not exist or is not a folder; pass a run folder to resume")
+    if enclosing_run(run_dir) != run_dir.absolute():
+        raise NetfitError(f"{str(run_dir)!r} is not a netfit run folder (it has no run-id.json, run.json or "
+                          "checkpoints/); pass the folder `netfit train` created")
     # Locked before anything is read: another process may be writing the checkpoints read here.
     with run_lock(run_dir):
         finished = is_finished(run_dir)

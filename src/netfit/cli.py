@@ -329,8 +329,15 @@ def _columns_as_trained(model, args: argparse.Namespace, path: Path) -> dict[str
     options: dict[str, Any] = {"header": header, "encoding": encoding,
                                "features": tuple(features) if features else None}
     if not header and features and (args.format or infer_format(path)) == "csv":
-        if len(csv_columns(path, header=False, encoding=encoding)) == len(features):
+        width = len(csv_columns(path, header=False, encoding=encoding))
+        trained_headerless = not data.header and features == [f"f{i}" for i in range(len(features))]
+        if width == len(features):
             options["names"] = tuple(features)
+        elif not trained_headerless:  # the f0, f1, ... names of a headerless run line up by themselves
+            raise NetfitError(f"{path} has {width} columns and no header row; without a header a file must hold "
+                              f"exactly the run's {len(features)} feature columns in order "
+                              f"({', '.join(features[:6])}{', ...' if len(features) > 6 else ''}): drop the other "
+                              "columns, or add a header row naming them")
     return options
 
 

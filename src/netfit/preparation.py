@@ -118,8 +118,8 @@ class Preparation:
                                   f"(known: {', '.join(classes[:20])}{', ...' if len(classes) > 20 else ''})")
             return np.array([index[k] for k in keys.tolist()], dtype=np.int64)
         if y.dtype.kind in "USO":
-            raise NetfitError(f"{source}: labels are text (such as {str(y[0])!r}) but this model was trained on "
-                              "class ids 0..K-1")
+            raise NetfitError(f"{source}: this model was trained on class ids 0..{len(classes) - 1}, but the labels "
+                              f"given are text (the first is {str(y[0])!r}); give the labels as numbers")
         ids = _whole_numbers(y, source).astype(np.int64)
         if len(ids) and (ids.min() < 0 or ids.max() >= len(classes)):
             bad = ids[(ids < 0) | (ids >= len(classes))][0]

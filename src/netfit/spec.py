@@ -585,7 +585,9 @@ def _explain(err: ValidationError, raw: dict[str, Any]) -> str:
             problems.append(f"{key}: unknown name {e['input'].get('name')!r}; "
                             f"choose one of: {e['ctx']['expected_tags']}")
         elif e["type"] == "union_tag_not_found":
-            problems.append(f"{key}: a table needs name = ...; choose one of: {e['ctx'].get('discriminator', '')}")
+            names = [_choice_name(m) for m in _CHOICES.get(loc[-1] if loc else "", ())]
+            problems.append(f"{key}: a table needs name = ...; choose one of: {', '.join(names)} "
+                            f"(e.g. --set {key}.name={names[0] if names else '...'})")
         else:
             msg = e["msg"]
             if msg.startswith("Value error, "):
@@ -609,8 +611,6 @@ def _is_union_tag(part: Any) -> bool:
     return isinstance(part, str) and part in _TAGS
 
 
-_TAGS = {"cross_entropy", "bce", "mse", "l1", "huber", "sgd", "adam", "adamw", "rmsprop",
-         "constant", "warmup", "step", "cosine", "one_cycle"}
 
 
 def _allowed_keys(parent: list[str], raw: dict[str, Any]) -> list[str]:
@@ -634,14 +634,23 @@ def _allowed_keys(parent: list[str], raw: dict[str, Any]) -> list[str]:
 
 
 def _choice_model(section: str, node: Any) -> type[BaseModel] | None:
-    tables = {"loss": (CrossEntropy, BCE, MSE, L1, Huber), "optimizer": (SGD, Adam, AdamW, RMSprop),
-              "schedule": (ConstantSchedule, WarmupSchedule, StepSchedule, CosineSchedule, OneCycleSchedule)}
-    if section not in tables or not isinstance(node, dict):
+    if section not in _CHOICES or not isinstance(node, dict):
         return None
-    for model in tables[section]:
-        if model.model_fields["name"].annotation.__args__[0] == node.get("name"):
+    for model in _CHOICES[section]:
+        if _choice_name(model) == node.get("name"):
             return model
     return None
+
+
+def _choice_name(model: type[BaseModel]) -> str:
+    return model.model_fields["name"].annotation.__args__[0]
+
+
+# The tagged unions of the spec, by the key that holds them.
+_CHOICES: dict[str, tuple[type[BaseModel], ...]] = {
+    "loss": (CrossEntropy, BCE, MSE, L1, Huber), "optimizer": (SGD, Adam, AdamW, RMSprop),
+    "schedule": (ConstantSchedule, WarmupSchedule, StepSchedule, CosineSchedule, OneCycleSchedule)}
+_TAGS = {_choice_name(model) for models in _CHOICES.values() for model in models}
 
 
 # ----------------------------------------------------------------------------- schema and TOML

@@ -95,4 +95,5 @@ def refuse_constant_target(y: np.ndarray, names: list[str]) -> None:
         name = names[column] if column < len(names) else f"target column {column}"
         raise NetfitError(f"{name} has the single value {flat[0, column].item()!r} in all {rows} training rows, "
                           "so there is nothing to learn (a model would score perfectly by always answering it); "
-                          "check data.target, or add rows with other values")
+                          "check data.target, lower data.val_fraction if it left few training rows, or add rows "
+                          "with other values")

@@ -50,7 +50,8 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16-le", "UTF-16"),
     (codecs.BOM_UTF16_BE, "utf-16-be", "UTF-16"),
 )
-_ENCODING_FIX = 'set data.encoding (e.g. "latin-1" or "cp1252"), or save the file as UTF-8'
+_ENCODING_FIX = ('set data.encoding (--encoding on evaluate and predict; e.g. "latin-1" or "cp1252"), or save '
+                 'the file as UTF-8')
 _NO_HEADER_FIX = "if the file has no header row, set data.header = false (--no-header on evaluate/predict)"
 
 
@@ -245,7 +246,8 @@ def _plan(names: list[str], options: ReadOptions, source: str) -> _Plan:
             hint = nearest(target, names)
             did_you_mean = f"did you mean {hint!r}? " if hint else ""
             raise NetfitError(
-                f"{source!r} has no column {target!r}; {did_you_mean}columns: {_listing(names)}; set data.target"
+                f"{source!r} has no column {target!r}; {did_you_mean}columns: {_listing(names)}; "
+                f"{_separator_hint(names) or 'set data.target'}"
             )
         targets.append(names.index(target))
     if options.features is None:
@@ -260,13 +262,23 @@ def _plan(names: list[str], options: ReadOptions, source: str) -> _Plan:
                 did_you_mean = f" (did you mean {hint!r}?)" if hint else ""
                 raise NetfitError(
                     f"{source!r} has no feature column {name!r}{did_you_mean}; its columns are {_listing(names)}, "
-                    f"and the features to read are {_listing(wanted)}; add or rename that column"
+                    f"and the features to read are {_listing(wanted)}; "
+                    f"{_separator_hint(names) or 'add or rename that column'}"
                 )
         features = [names.index(name) for name in wanted]
     used = set(features) | set(targets)
     ignored = tuple(name for i, name in enumerate(names) if i not in used)
     return _Plan(features, targets, not isinstance(options.target, str) and options.target is not None,
                  [names[i] for i in features], ignored)
+
+
+def _separator_hint(names: list[str]) -> str | None:
+    """What to say when a header holds one name with semicolons or tabs in it: another separator."""
+    for separator, called in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
+        if len(names) == 1 and separator in names[0]:
+            return (f"its columns seem to be separated by {called}, but netfit reads comma-separated files: "
+                    "save it with commas")
+    return None
 
 
 def _listing(names: list[str], limit: int = 12) -> str:

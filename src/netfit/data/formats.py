@@ -148,7 +148,7 @@ def infer_format(path: str | Path) -> str:
         return "idx"
     raise NetfitError(
         f"cannot tell the format of data file {str(path)!r} from its name; supported formats: "
-        f"{', '.join(FORMATS.names())} (.csv, .npz, .npy, IDX .gz/-ubyte or a folder); set data.format"
+        f"{', '.join(FORMATS.names())} (.csv, .npz, .npy, IDX .gz/-ubyte or a folder); set data.format (--format on evaluate and predict)"
     )
 
 

@@ -88,7 +88,7 @@ def _read_body(stream: BinaryIO, source: str, size: int | None, unpacked: str) -
         magic = int.from_bytes(head, "big")
         raise NetfitError(
             f"{source!r} is not an IDX file: magic number 0x{magic:08X} (expected 0x00000801 for labels, "
-            "0x00000803 for images); check the file, or set data.format if it is not IDX"
+            "0x00000803 for images); check the file, or set data.format (--format on evaluate and predict) if it is not IDX"
         )
     header_size = 4 + 4 * ndim
     dims = stream.read(4 * ndim)

@@ -89,7 +89,8 @@ def npy_tables(path: Path, options: ReadOptions, chunk_rows: int | None) -> Iter
 def _expect_magic(handle: BinaryIO, magic: bytes, source: str, what: str) -> None:
     """Refuse a file that does not start as ``what`` does, then rewind it for its reader."""
     if handle.read(len(magic)) != magic:
-        raise NetfitError(f"{source!r} is not {what}; check the file, or set data.format to its real format")
+        raise NetfitError(f"{source!r} is not {what}; check the file, or set data.format (--format on evaluate and predict) "
+                          "to its real format")
     handle.seek(0)
 
 
