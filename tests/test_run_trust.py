@@ -210,7 +210,7 @@ CHECKPOINT_CASES = {
         lambda r: state(r, lambda b: (b["spec"]["train"].update(batch_size="16"),
                                       b.update(spec_sha256=hashlib.sha256(json.dumps(
                                           b["spec"], sort_keys=True).encode()).hexdigest()))),
-        r"state\.json: spec\.train\.batch_size = \"16\" is not as netfit writes it"),
+        r"state\.json \(spec\): train\.batch_size = '16': Input should be a valid integer"),
 }
 
 
