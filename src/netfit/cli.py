@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from .errors import NetfitError, TrainingInterrupted
 
 __all__ = ["main"]
@@ -291,8 +293,11 @@ class _PredictionColumns:
 
     def rows(self, z) -> list[list[Any]]:
         prediction = self.model.predictions_from_logits(z)
-        columns: list[list[Any]] = ([prediction[:, j].tolist() for j in range(prediction.shape[1])]
-                                    if prediction.ndim == 2 else [prediction.tolist()])
+        values = prediction if prediction.ndim == 2 else prediction[:, None]
+        # float32 values are written at their own precision (175.91202), not as the float64 that
+        # holds them (175.91201782226562).
+        columns: list[list[Any]] = [[str(v) for v in values[:, j]] if values.dtype == np.float32
+                                    else values[:, j].tolist() for j in range(values.shape[1])]
         if self.names:
             columns.append([self.model.classes[int(i)] for i in prediction])
         if self.proba:
