@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-from pathlib import Path
 import os
 import sys
+import time
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, TextIO
 
 import numpy as np
 import torch
 from torch import nn
 
+from .checkpoint import Checkpoint, Checkpointer, data_hash, list_checkpoints, verify_checkpoints
+from .engines import engine_name
 from .errors import NetfitError
 from .losses import build_loss
 from .model import build_network, count_parameters, import_module_class
@@ -21,8 +23,6 @@ from .optim import build_optimizer
 from .prepare import PreparedData, prepare, resolve_widths
 from .probe import check_custom_module, has_batchnorm
 from .progress import Progress
-from .engines import engine_name
-from .checkpoint import Checkpoint, Checkpointer, data_hash, list_checkpoints, verify_checkpoints
 from .rundir import create_run_dir, enclosing_run, finish_run, is_finished, read_run, run_lock
 from .spec import BCE, MSE, CrossEntropy, Spec, load_spec, spec_from_dict, with_absolute_paths
 from .storage import remove_tree
