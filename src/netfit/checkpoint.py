@@ -45,8 +45,8 @@ from .errors import NetfitError
 from .runformat import (CHECKPOINT_FORMAT, OPTIMIZER_STATE, BestState, CheckpointState, ResumeState, check_format,
                         read_run_id, validate)
 from .spec import Spec, spec_from_dict
-from .storage import (dump_sealed_json, file_entry, fsync_dir, load_sealed_json, read_verified, remove_tree,
-                      temporary_folder)
+from .storage import (arrays_sha256, dump_sealed_json, file_entry, fsync_dir, load_sealed_json, read_verified,
+                      remove_tree, temporary_folder)
 from .train import EpochRecord, TrainingState
 
 __all__ = ["CHECKPOINT_FORMAT", "Checkpointer", "Checkpoint", "list_checkpoints",
@@ -68,12 +68,7 @@ def _spec_dict_hash(raw: dict[str, Any]) -> str:
 
 def data_hash(X: torch.Tensor, y: torch.Tensor) -> str:
     """SHA-256 of the training rows and targets as stored, so a resume can tell they are the same."""
-    digest = hashlib.sha256()
-    for t in (X, y):
-        array = t.detach().cpu().contiguous().numpy()
-        digest.update(f"{array.dtype}{array.shape}".encode())
-        digest.update(memoryview(array).cast("B"))
-    return digest.hexdigest()
+    return arrays_sha256(*(t.detach().cpu().numpy() for t in (X, y)))
 
 
 def _checkpoint_name(state: TrainingState) -> str:

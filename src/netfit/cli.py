@@ -232,7 +232,7 @@ def _labelled_rows(model, args: argparse.Namespace):
 
 def _evaluate_test_part(model, data_dir: Path | None) -> dict[str, Any]:
     from .data import load_raw
-    from .prepare import arrays_sha256
+    from .storage import arrays_sha256
 
     data_spec = model.spec.data
     if data_spec.dataset is None and data_spec.path is None:

@@ -7,7 +7,6 @@ in the run directory. Every statistic is fitted on training rows only.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +18,10 @@ from .errors import NetfitError
 from .preparation import Preparation
 from .scaling import Scaler, fit_scaler
 from .spec import Spec
+from .storage import arrays_sha256
 from .task import infer_task, looks_like_class_ids, refuse_constant_target
 
-__all__ = ["Preparation", "PreparedData", "Split", "prepare", "resolve_widths", "target_names", "arrays_sha256"]
+__all__ = ["Preparation", "PreparedData", "Split", "prepare", "resolve_widths", "target_names"]
 
 
 @dataclass
@@ -141,21 +141,6 @@ def _describe_target(names: list[str] | None) -> str:
     if not names:
         return "the target"
     return f"target column {names[0]!r}" if len(names) == 1 else f"target columns {names}"
-
-
-def arrays_sha256(*arrays: np.ndarray | None) -> str:
-    """SHA-256 of arrays as read (dtype, shape and bytes), so a later read can tell the data changed."""
-    digest = hashlib.sha256()
-    for array in arrays:
-        if array is None:
-            digest.update(b"none")
-            continue
-        array = np.ascontiguousarray(array)
-        if array.dtype.kind == "O":
-            array = array.astype(str)
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(memoryview(array).cast("B"))
-    return digest.hexdigest()
 
 
 def _load_spec_data(spec: Spec) -> RawData:

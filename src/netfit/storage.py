@@ -35,7 +35,7 @@ import numpy as np
 from .errors import NetfitError
 from .files import open_regular, read_regular, require_memory
 
-__all__ = ["write_atomic", "temporary_file", "temporary_folder", "fsync_dir", "read_verified", "dump_sealed_json", "load_sealed_json", "remove_tree",
+__all__ = ["arrays_sha256", "write_atomic", "temporary_file", "temporary_folder", "fsync_dir", "read_verified", "dump_sealed_json", "load_sealed_json", "remove_tree",
            "file_entry", "signing_key", "SEAL_KEY", "SIGNED_SEAL_KEY", "SIGNING_KEY_ENV", "MIN_KEY_BYTES",
            "MAX_JSON_BYTES", "MAX_JSON_DEPTH"]
 
@@ -264,6 +264,21 @@ def _parse_bounded(data: bytes, path: Path) -> Any:
         raise NetfitError(f"{path} is damaged ({err}); it cannot be trusted") from None
     except RecursionError:  # a last resort: the depth scan above should make this unreachable
         raise NetfitError(f"{path} nests too deeply to read; it was not written by netfit") from None
+
+
+def arrays_sha256(*arrays: np.ndarray | None) -> str:
+    """SHA-256 of arrays as read (dtype, shape and bytes), so a later read can tell the data changed."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        if array is None:
+            digest.update(b"none")
+            continue
+        array = np.ascontiguousarray(array)
+        if array.dtype.kind == "O":
+            array = array.astype(str)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
 
 
 def remove_tree(path: Path) -> None:
