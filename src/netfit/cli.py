@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .errors import NetfitError, TrainingInterrupted
+from .spec import DATA_FORMATS
 
 __all__ = ["main"]
 
@@ -69,7 +70,7 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="report a run's metrics on its test rows or other data")
     p.add_argument("run", type=Path, help="run directory")
     p.add_argument("--data", type=Path, help="labelled data file to evaluate on (default: the run's test part)")
-    p.add_argument("--format", choices=["idx", "csv", "npz", "npy"], help="--data format (default: from the suffix)")
+    p.add_argument("--format", choices=DATA_FORMATS, help="--data format (default: from the suffix)")
     p.add_argument("--data-dir", type=Path, help="folder with IDX files for mnist, fashion-mnist, kmnist")
     p.add_argument("--json", action="store_true", help="print one JSON object (run_dir, metrics, report)")
     p.add_argument("--trust-module", action="store_true",
@@ -81,7 +82,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, help="write a CSV here instead of to stdout")
     p.add_argument("--force", action="store_true", help="replace the -o file if it exists")
     p.add_argument("--proba", action="store_true", help="add one probability column per class")
-    p.add_argument("--format", choices=["idx", "csv", "npz", "npy"], help="input format (default: from the suffix)")
+    p.add_argument("--format", choices=DATA_FORMATS, help="input format (default: from the suffix)")
     p.add_argument("--trust-module", action="store_true",
                    help="import the custom model.module the run names (only for runs you trust)")
 

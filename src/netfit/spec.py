@@ -32,6 +32,11 @@ from .registry import nearest
 
 __all__ = [
     "Spec",
+    "MissingSpec",
+    "CategoricalSpec",
+    "TextSpec",
+    "DATA_FORMATS",
+    "COLUMN_TYPES",
     "ModelSpec",
     "DataSpec",
     "TrainSpec",
@@ -136,6 +141,47 @@ _LAYER_KEYS = ("input", "hidden", "activation", "batchnorm", "dropout", "output"
 
 # ----------------------------------------------------------------------------- data
 
+DATA_FORMATS = ("idx", "csv", "parquet", "feather", "npz", "npy", "images")
+# What a table column is: a number, one of a set of values, free text, or not used.
+COLUMN_TYPES = ("numeric", "categorical", "text", "ignore")
+
+
+class MissingSpec(_Section):
+    """Missing cells (empty, NA, null; NaN for numbers), per column type, decided on training rows only."""
+
+    numeric: Literal["refuse", "impute"] = Field(
+        "refuse", description="refuse, or impute the training median and add a was-missing indicator column")
+    categorical: Literal["refuse", "impute"] = Field(
+        "refuse", description="refuse, or impute the most frequent training value and add a was-missing indicator")
+    text: Literal["refuse", "empty"] = Field("refuse", description="refuse, or read a missing text as empty")
+
+
+class CategoricalSpec(_Section):
+    """One-hot for few values, a learned embedding for many; values not seen in training share one bucket."""
+
+    embed_above: int = Field(16, ge=1, le=MAX_WIDTH,
+                             description="a column with more distinct values than this gets an embedding, not one-hot")
+    embedding_dim: int | Literal["auto"] = Field(
+        "auto", description='width of each embedding; auto: min(50, round(1.6 * values ** 0.56))')
+
+    @field_validator("embedding_dim")
+    @classmethod
+    def _positive_dim(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 0 < value <= 65_536:
+            raise ValueError('must be a positive integer up to 65536 or "auto"')
+        return value
+
+
+class TextSpec(_Section):
+    """Bag-of-words: the most frequent tokens of the training rows, as counts, 0/1 or TF-IDF."""
+
+    max_tokens: int = Field(20_000, ge=1, le=10_000_000, description="vocabulary size: the N most frequent tokens")
+    min_count: int = Field(1, ge=1, description="tokens in fewer training rows than this are left out")
+    weighting: Literal["tfidf", "counts", "binary"] = Field(
+        "tfidf", description="tfidf (scikit-learn's, rows L2-normalised), counts, or binary (present or not)")
+    ngrams: Literal[1, 2] = Field(1, description="1: words; 2: words and pairs of adjacent words (bigrams)")
+    lowercase: bool = Field(True, description="lowercase text before tokenising")
+
 
 class DataSpec(_Section):
     """Where the examples come from and how inputs are scaled."""
@@ -144,8 +190,9 @@ class DataSpec(_Section):
         None, description="a built-in dataset: mnist-sample, digits, diabetes, mnist, fashion-mnist, kmnist"
     )
     path: FilePath | None = Field(None, description="a data file or IDX directory, instead of a built-in dataset")
-    format: Literal["idx", "csv", "npz", "npy"] | None = Field(
-        None, description="format of data.path; inferred from the suffix when left out"
+    format: Literal[DATA_FORMATS] | None = Field(  # type: ignore[valid-type]
+        None, description="format of data.path (idx, csv, parquet, feather, npz, npy, images); inferred from the "
+                          "suffix, or from a folder's contents, when left out"
     )
     target: str | list[str] | None = Field(
         None, description='the CSV column to predict, or a list of columns for several regression targets')
@@ -171,6 +218,26 @@ class DataSpec(_Section):
     target_scaling: Literal["auto", "none", "standardize"] = Field(
         "auto", description="regression targets standardized on training rows (auto = yes for regression)"
     )
+    columns: dict[str, Literal[COLUMN_TYPES]] = Field(  # type: ignore[valid-type]
+        default_factory=dict, max_length=100_000,
+        description='what a table column is, where inference is not enough: {color = "categorical", '
+                    'review = "text", zip = "categorical", id = "ignore", rooms = "numeric"}')
+    missing: MissingSpec = Field(default_factory=lambda: MissingSpec(),
+                                 description="what to do with missing cells, per column type")
+    categorical: CategoricalSpec = Field(default_factory=lambda: CategoricalSpec(),
+                                         description="how categorical columns are encoded")
+    text: TextSpec = Field(default_factory=lambda: TextSpec(), description="how text columns become bag-of-words")
+    image_size: Annotated[list[Annotated[int, Field(gt=0, le=65_536)]], Field(min_length=2, max_length=2)] | None = \
+        Field(None, description="[height, width] every image of an image folder is resized to; left out, all "
+                                "images must have the first image's size")
+    image_mode: Literal["auto", "L", "RGB"] = Field(
+        "auto", description="image channels: L (grayscale), RGB, or auto (L when every image is grayscale)")
+    streaming: bool | Literal["auto"] = Field(
+        "auto", description="stream training rows from disk in chunks (Parquet, .npy) instead of holding them in "
+                            "memory; auto: only when they do not fit")
+    chunk_rows: int = Field(65_536, ge=64, le=2**26, description="rows per chunk when streaming")
+    shuffle_window: int = Field(8, ge=1, le=4096,
+                                description="chunks shuffled together when streaming (more: better mixing, more memory)")
     data_dir: FilePath | None = Field(
         None, description="folder with IDX files for mnist, fashion-mnist, kmnist (else NETFIT_DATA_DIR, system, cache)"
     )
@@ -206,6 +273,11 @@ class DataSpec(_Section):
             raise ValueError("set data.dataset or data.path, not both")
         if self.test_path is not None and self.test_fraction > 0:
             raise ValueError("data.test_path and data.test_fraction both give a test set; keep one")
+        targets = [self.target] if isinstance(self.target, str) else (self.target or [])
+        typed = [name for name in targets if name in self.columns]
+        if typed:
+            raise ValueError(f"data.columns types {typed[0]!r}, which is data.target; the target's type comes from "
+                             "train.task, so remove it from data.columns")
         return self
 
 
