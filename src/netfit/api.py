@@ -106,12 +106,13 @@ def build_model(spec: Spec | dict[str, Any] | str | Path, input_size: int | None
     spec's data (which is then loaded).
     """
     spec = as_spec(spec)
+    layout = None
     if input_size is None or output_size is None:
         if spec.model.module is None:
-            auto_in, auto_out = resolve_widths(spec)
+            auto_in, auto_out, layout = resolve_widths(spec)
             input_size = input_size or auto_in
             output_size = output_size or auto_out
-    return build_network(spec.model, input_size or 0, output_size or 0)
+    return build_network(spec.model, input_size or 0, output_size or 0, layout=layout)
 
 
 def fit(spec: Spec | dict[str, Any] | str | Path, X: Any = None, y: Any = None, *,
@@ -218,7 +219,7 @@ def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | Non
     engine = engine_name(spec.train.engine, device, autocast_dtype)
 
     torch.manual_seed(spec.train.seed)  # initial weights and dropout masks
-    network = build_network(spec.model, prep.input_size, prep.output_size, module).to(device)
+    network = build_network(spec.model, prep.input_size, prep.output_size, module, prep.layout).to(device)
     loss_options = spec.train.loss or _DEFAULT_LOSS[prep.task]
     _check_network(network, spec, prep, data, loss_options.name, device)
     loss_fn = build_loss(loss_options, data.train.y, prep.output_size).to(device)
@@ -228,6 +229,8 @@ def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | Non
                   f"{len(data.val) if data.val else 0} val, {len(data.test) if data.test else 0} test rows; "
                   f"{count_parameters(network):,} parameters on {device} ({engine}, "
                   f"{'fp32' if autocast_dtype is None else str(autocast_dtype).removeprefix('torch.')})")
+    if prep.encoder is not None:
+        reporter.note(f"netfit: columns: {prep.encoder.describe()}")
     if checkpoint is not None:
         reporter.note(f"netfit: resuming from {checkpoint.path}")
 
@@ -298,7 +301,7 @@ def load(path: str | Path, module: type[nn.Module] | None = None, trust_module: 
     files = read_run(path)
     spec, prep = files.spec, files.preparation
     module = _custom_module(spec, module, trust_module, Path(path), "loading")
-    network = build_network(spec.model, prep.input_size, prep.output_size, module)
+    network = build_network(spec.model, prep.input_size, prep.output_size, module, prep.layout)
     try:
         network.load_state_dict(files.state_dict, strict=True)
     except RuntimeError as err:

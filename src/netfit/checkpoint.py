@@ -42,6 +42,7 @@ from safetensors.torch import save as dump_tensors
 from torch import nn
 
 from .errors import NetfitError
+from .features import Features
 from .runformat import (CHECKPOINT_FORMAT, OPTIMIZER_STATE, BestState, CheckpointState, ResumeState, check_format,
                         read_run_id, validate)
 from .spec import Spec, spec_from_dict
@@ -66,8 +67,10 @@ def _spec_dict_hash(raw: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(raw, sort_keys=True).encode("utf-8")).hexdigest()
 
 
-def data_hash(X: torch.Tensor, y: torch.Tensor) -> str:
+def data_hash(X: torch.Tensor | Features, y: torch.Tensor) -> str:
     """SHA-256 of the training rows and targets as stored, so a resume can tell they are the same."""
+    if isinstance(X, Features):
+        return arrays_sha256(*X.arrays(), y.detach().cpu().numpy())
     return arrays_sha256(*(t.detach().cpu().numpy() for t in (X, y)))
 
 

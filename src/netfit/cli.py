@@ -387,15 +387,16 @@ def _summary(args: argparse.Namespace) -> int:
     if args.target.is_dir():
         model = _load_model(args.target, args.trust_module)
         network, spec, input_size = model.network, model.spec, model.preparation.input_size
+        layout = model.preparation.layout
     else:
         from .prepare import resolve_widths
         from .spec import load_spec
 
         spec = load_spec(args.target, args.overrides)
-        input_size, output_size = resolve_widths(spec)
+        input_size, output_size, layout = resolve_widths(spec)
         # A custom module is imported here because the user's own spec names it.
-        network = build_network(spec.model, input_size, output_size)
-    rows = layer_table(network, input_size)
+        network = build_network(spec.model, input_size, output_size, layout=layout)
+    rows = layer_table(network, input_size, layout)
     name_w = max(len("layer"), *(len(r[0]) for r in rows))
     type_w = max(len("type"), *(len(r[1]) for r in rows))
     print(f"{'layer':<{name_w}}  {'type':<{type_w}}  {'output shape':<14}  {'params':>10}")

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .errors import NetfitError
+from .features import Features
 from .prepare import Split
 from .registry import Registry
 
@@ -68,9 +69,12 @@ class EagerEngine:
         # The run's first step with a non-finite loss or gradient (-1: none), kept on the device
         # and read at the loop's next deliberate sync.
         self.first_bad_step = torch.full((), -1, dtype=torch.long, device=X.device)
-        # Allocated once per run: each step gathers into and scales within these buffers.
-        self._stored = torch.empty((plan.batch_size, *X.shape[1:]), dtype=X.dtype, device=X.device)
-        self._inputs = torch.empty(self._stored.shape, dtype=torch.float32, device=X.device)
+        # Allocated once per run: each step gathers into and scales within these buffers. Encoded
+        # table rows (Features) are gathered by the split itself: their batches vary in size.
+        self._table = isinstance(X, Features)
+        if not self._table:
+            self._stored = torch.empty((plan.batch_size, *X.shape[1:]), dtype=X.dtype, device=X.device)
+            self._inputs = torch.empty(self._stored.shape, dtype=torch.float32, device=X.device)
 
     def _set_lr(self) -> None:
         rate = float(self.plan.rates[min(self.step_count, len(self.plan.rates) - 1)])
@@ -85,8 +89,11 @@ class EagerEngine:
         index = self.step_count
         self.step_count += 1
         n = len(rows)
-        stored = torch.index_select(p.train.X, 0, rows, out=self._stored[:n])
-        x = p.train.scaler.apply(stored, out=self._inputs[:n])
+        if self._table:
+            x = p.train.inputs(rows)
+        else:
+            stored = torch.index_select(p.train.X, 0, rows, out=self._stored[:n])
+            x = p.train.scaler.apply(stored, out=self._inputs[:n])
         loss, finite = train_step(self.network, p.loss_fn, p.optimizer, x, p.train.y.index_select(0, rows),
                                   p.clip_grad_norm, p.autocast_dtype, p.grad_scaler, p.skip_nonfinite)
         self.first_bad_step.masked_fill_(~finite & (self.first_bad_step < 0), index)
@@ -274,6 +281,9 @@ def engine_name(requested: str, device: torch.device, precision: torch.dtype | N
 
 def choose_engine(name: str, plan: StepPlan, device: torch.device):
     """The engine called ``name`` (already resolved) and a one-line note when another one runs."""
+    if name == "graph" and isinstance(plan.train.X, Features):
+        return EagerEngine(plan), ("netfit: a bag of words or category codes give batches of varying size, which a "
+                                   "CUDA graph cannot replay; running eagerly")
     if name == "graph" and plan.skip_nonfinite:
         return EagerEngine(plan), ("netfit: train.on_nonfinite = \"skip_step\" checks every step on the host, "
                                    "which a CUDA graph cannot; running eagerly")

@@ -6,6 +6,11 @@ The network is an ``nn.Sequential`` of named blocks::
     hidden2: ...
     output:  Linear
 
+A table with categorical or text columns (``features.InputLayout`` not plain) gets the same
+network with a :class:`TableInput` as ``hidden1.linear`` (or ``output`` when there is no hidden
+layer): one Linear over [dense columns | category embeddings | bag of words], the bag part held as
+an ``nn.EmbeddingBag`` so a batch of sparse rows is never densified.
+
 It returns logits. Softmax or sigmoid is applied only when probabilities are asked for, because
 the losses (cross-entropy, BCE-with-logits) fold it in with a numerically stable log-sum-exp.
 """
@@ -13,6 +18,7 @@ the losses (cross-entropy, BCE-with-logits) fold it in with a numerically stable
 from __future__ import annotations
 
 import importlib
+import math
 from collections import OrderedDict
 from typing import Callable
 
@@ -20,11 +26,12 @@ import torch
 from torch import nn
 
 from .errors import NetfitError
+from .features import InputLayout, TableBatch
 from .files import require_memory
 from .registry import Registry
 from .spec import ModelSpec
 
-__all__ = ["ACTIVATION_LAYERS", "build_network", "import_module_class", "parameter_count", "count_parameters",
+__all__ = ["ACTIVATION_LAYERS", "TableInput", "build_network", "import_module_class", "parameter_count", "count_parameters",
            "layer_table"]
 
 ACTIVATION_LAYERS: Registry[Callable[[], nn.Module]] = Registry("activation")
@@ -40,8 +47,41 @@ _INIT_NONLINEARITY = {"relu": "relu", "leaky_relu": "leaky_relu", "gelu": "relu"
                       "tanh": "tanh", "sigmoid": "sigmoid"}
 
 
-def build_network(model: ModelSpec, input_size: int, output_size: int, module: type | None = None) -> nn.Module:
+class TableInput(nn.Module):
+    """The first Linear layer of a table network, reading a :class:`~netfit.features.TableBatch`.
+
+    Mathematically ``Linear(layout.width, out)`` over the row [dense | embeddings | bag of words]:
+    ``dense`` holds the weights of the dense part and the embeddings, ``bag`` (an EmbeddingBag
+    summing per-sample-weighted rows of its weight) those of the bag of words. Both start as one
+    such Linear would, uniform in +-1/sqrt(layout.width), so init and learning rates behave alike.
+    """
+
+    def __init__(self, layout: InputLayout, out_features: int) -> None:
+        super().__init__()
+        self.layout = layout
+        self.embeddings = nn.ModuleList(nn.Embedding(codes, width, padding_idx=0) for codes, width in layout.embeddings)
+        self.dense = nn.Linear(layout.dense + sum(width for _, width in layout.embeddings), out_features)
+        self.bag = nn.EmbeddingBag(layout.vocabulary, out_features, mode="sum") if layout.vocabulary else None
+        bound = 1 / math.sqrt(max(layout.width, 1))
+        nn.init.uniform_(self.dense.weight, -bound, bound)
+        nn.init.uniform_(self.dense.bias, -bound, bound)
+        if self.bag is not None:
+            nn.init.uniform_(self.bag.weight, -bound, bound)
+
+    def forward(self, batch: TableBatch) -> torch.Tensor:
+        parts = [batch.dense] + [embedding(batch.codes[:, i]) for i, embedding in enumerate(self.embeddings)]
+        out = self.dense(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
+        if self.bag is not None:
+            out = out + self.bag(batch.bag_indices, batch.bag_offsets, per_sample_weights=batch.bag_weights)
+        return out
+
+
+def build_network(model: ModelSpec, input_size: int, output_size: int, module: type | None = None,
+                  layout: InputLayout | None = None) -> nn.Module:
     """Build the network a ``[model]`` section describes, for resolved input and output widths.
+
+    ``layout`` (a table with embedded categories or text) puts a :class:`TableInput` first; its
+    ``width`` is then the input width.
 
     A spec with ``module = "package.module:ClassName"`` builds the user's own class with
     ``kwargs``: ``module`` when the caller passes the class, else imported here. Callers import
@@ -50,15 +90,24 @@ def build_network(model: ModelSpec, input_size: int, output_size: int, module: t
     if model.module is not None:
         cls = module if module is not None else import_module_class(model.module)
         return _construct_custom(cls, model)
-    parameters = parameter_count(model, input_size, output_size)
+    table = layout is not None and not layout.plain
+    if table:
+        input_size = layout.width
+    parameters = parameter_count(model, input_size, output_size) + (
+        sum(codes * width for codes, width in layout.embeddings) if table else 0)
     # Weights, gradients and up to two optimizer moments, in float32: refused here rather than by
     # the allocator, whose message would be a C++ stack trace.
     require_memory(parameters * 4 * 4, f"the network's {parameters:,} parameters with their gradients and "
                    "optimizer state", "use smaller model.hidden widths")
     blocks: list[tuple[str, nn.Module]] = []
     width = input_size
+
+    def linear(fan_in: int, fan_out: int) -> nn.Module:
+        first = not blocks
+        return TableInput(layout, fan_out) if first and table else nn.Linear(fan_in, fan_out)
+
     for i, size in enumerate(model.hidden, start=1):
-        layers: list[tuple[str, nn.Module]] = [("linear", nn.Linear(width, size))]
+        layers: list[tuple[str, nn.Module]] = [("linear", linear(width, size))]
         if model.batchnorm:
             layers.append(("batchnorm", nn.BatchNorm1d(size)))
         layers.append(("activation", ACTIVATION_LAYERS.get(model.activation)()))
@@ -66,7 +115,7 @@ def build_network(model: ModelSpec, input_size: int, output_size: int, module: t
             layers.append(("dropout", nn.Dropout(model.dropout)))
         blocks.append((f"hidden{i}", nn.Sequential(OrderedDict(layers))))
         width = size
-    blocks.append(("output", nn.Linear(width, output_size)))
+    blocks.append(("output", linear(width, output_size)))
     network = nn.Sequential(OrderedDict(blocks))
     _initialise(network, model)
     return network
@@ -102,7 +151,9 @@ def _initialise(network: nn.Module, model: ModelSpec) -> None:
         return
     nonlinearity = _INIT_NONLINEARITY[model.activation]
     for name, module in network.named_modules():
-        if not isinstance(module, nn.Linear):
+        if isinstance(module, TableInput):
+            _initialise_table_input(module, model.init, "linear" if name == "output" else nonlinearity)
+        if not isinstance(module, nn.Linear) or name.endswith(".dense"):
             continue
         # The output layer feeds the loss directly, so it gets the linear gain.
         act = "linear" if name == "output" else nonlinearity
@@ -111,6 +162,20 @@ def _initialise(network: nn.Module, model: ModelSpec) -> None:
         else:
             nn.init.xavier_uniform_(module.weight, gain=nn.init.calculate_gain(act))
         nn.init.zeros_(module.bias)
+
+
+def _initialise_table_input(layer: TableInput, init: str, act: str) -> None:
+    # As for one Linear over the whole row: the fan-in is the layout's full width, not each part's.
+    fan_in, fan_out = layer.layout.width, layer.dense.out_features
+    gain = nn.init.calculate_gain(act)
+    if init == "kaiming":
+        bound = math.sqrt(3.0) * gain / math.sqrt(fan_in)
+    else:
+        bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    weights = [layer.dense.weight] + ([layer.bag.weight] if layer.bag is not None else [])
+    for weight in weights:
+        nn.init.uniform_(weight, -bound, bound)
+    nn.init.zeros_(layer.dense.bias)
 
 
 def parameter_count(model: ModelSpec, input_size: int, output_size: int) -> int:
@@ -126,7 +191,7 @@ def count_parameters(network: nn.Module) -> int:
 
 
 @torch.no_grad()
-def layer_table(network: nn.Module, input_size: int) -> list[tuple[str, str, tuple[int, ...], int]]:
+def layer_table(network: nn.Module, input_size: int, layout: InputLayout | None = None) -> list[tuple[str, str, tuple[int, ...], int]]:
     """(name, layer type, output shape, parameters) for each leaf layer, from a forward pass of one row."""
     rows: list[tuple[str, str, tuple[int, ...], int]] = []
     hooks = []
@@ -140,9 +205,18 @@ def layer_table(network: nn.Module, input_size: int) -> list[tuple[str, str, tup
     was_training = network.training
     network.eval()  # BatchNorm cannot run train mode on a batch of one
     try:
-        network(torch.zeros(1, input_size))
+        network(_one_row(input_size, layout))
     finally:
         network.train(was_training)
         for h in hooks:
             h.remove()
     return rows
+
+
+def _one_row(input_size: int, layout: InputLayout | None) -> torch.Tensor | TableBatch:
+    """A row of zeros in the form the network reads."""
+    if layout is None or layout.plain:
+        return torch.zeros(1, input_size)
+    empty = torch.zeros(0, dtype=torch.long)
+    return TableBatch(torch.zeros(1, layout.dense), torch.zeros(1, len(layout.embeddings), dtype=torch.long),
+                      empty, torch.zeros(1, dtype=torch.long), torch.zeros(0))

@@ -17,10 +17,13 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
+from .columns import ColumnEncoder
 from .data.checks import check_arrays
 from .errors import NetfitError
+from .features import Features, InputLayout
 from .scaling import Scaler
 from .spec import MAX_WIDTH
+from .storage import arrays_sha256
 
 __all__ = ["Preparation"]
 
@@ -46,6 +49,14 @@ class Preparation:
     feature_names: list[str] | None = None  # the input columns in the network's order, when known
     target_names: list[str] | None = None  # the target columns, when known
     test_sha256: str | None = None  # the test part as read when training, so evaluate can tell it changed
+    # Tables with categorical or text columns, or missing cells filled in: the fitted column
+    # transforms. feature_names are then the raw columns, and input_size the encoded width.
+    encoder: ColumnEncoder | None = None
+
+    @property
+    def layout(self) -> InputLayout | None:
+        """What the network's first layer reads, for a table with an encoder (None: a plain tensor)."""
+        return self.encoder.layout if self.encoder is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +72,7 @@ class Preparation:
             "feature_names": self.feature_names,
             "target_names": self.target_names,
             "test_sha256": self.test_sha256,
+            "encoder": None if self.encoder is None else self.encoder.to_dict(),
         }
 
     @classmethod
@@ -77,13 +89,21 @@ class Preparation:
         problem = record.problem()
         if problem:
             raise NetfitError(f"{source}: {problem}; the run folder was edited or damaged, train it again")
-        return cls(
+        prepared = cls(
             task=record.task, task_reason=record.task_reason, input_size=record.input_size,
             output_size=record.output_size, classes=record.classes, labels=record.labels,
             input_scaler=record.input_scaler.scaler(), target_scaler=record.target_scaler.scaler(),
             dataset=record.dataset, feature_names=record.feature_names, target_names=record.target_names,
             test_sha256=record.test_sha256,
+            encoder=None if record.encoder is None else ColumnEncoder.from_dict(record.encoder, source),
         )
+        encoded = prepared.encoder
+        if encoded is not None and (encoded.layout.width != prepared.input_size
+                                    or prepared.feature_names != encoded.names
+                                    or prepared.input_scaler.method != "none"):
+            raise NetfitError(f"{source}: the column encoder does not agree with input_size, feature_names or "
+                              "input_scaler; the run folder was edited or damaged, train it again")
+        return prepared
 
     # ------------------------------------------------------------------------- encoding rows
 
@@ -134,8 +154,14 @@ class Preparation:
             return np.array([int(c) for c in self.classes], dtype=np.int64)[ids]
         return ids
 
-    def encode_features(self, X: np.ndarray, source: str) -> torch.Tensor:
-        """Stored features (uint8 kept, else float32), unscaled, checked against the input width."""
+    def encode_features(self, X: Any, source: str) -> torch.Tensor | Features:
+        """Stored features (uint8 kept, else float32), unscaled, checked against the input width.
+
+        With an encoder, raw table rows (a pyarrow Table, a dict of columns, a DataFrame, or an
+        array of the numeric columns in order) become encoded :class:`Features`.
+        """
+        if self.encoder is not None:
+            return self.encoder.transform(X, source)[0]
         X = np.asarray(X)
         if X.ndim == 1:
             raise NetfitError(f"{source}: X has shape {X.shape}; pass a 2-D array of rows x features "
@@ -149,6 +175,13 @@ class Preparation:
         check_arrays(X, None, source, self.feature_names)
         stored = X if X.dtype == np.uint8 else X.astype(np.float32)
         return torch.from_numpy(np.ascontiguousarray(stored))
+
+
+    def part_sha256(self, X: Any, y: np.ndarray | None) -> str:
+        """SHA-256 of a part of the data (the test part), as encoded when there is an encoder."""
+        if self.encoder is None:
+            return arrays_sha256(X, y)
+        return arrays_sha256(*self.encoder.transform(X, "the test part")[0].arrays(), y)
 
 
 def _whole_numbers(y: np.ndarray, source: str) -> np.ndarray:
@@ -207,6 +240,7 @@ class _Record(_Strict):
     feature_names: list[StrictStr] | None
     target_names: list[StrictStr] | None
     test_sha256: StrictStr | None = Field(pattern=r"^[0-9a-f]{64}$")
+    encoder: dict[str, Any] | None = None  # validated by ColumnEncoder.from_dict
 
     def problem(self) -> str | None:
         """How the fields disagree with each other, or None."""
@@ -225,7 +259,7 @@ class _Record(_Strict):
                 return "classes names a class twice"
             if self.labels == "integers" and not all(_is_int_text(c) for c in self.classes):
                 return "classes of whole-number labels must be whole numbers"
-        if self.feature_names is not None and len(self.feature_names) != self.input_size:
+        if self.feature_names is not None and len(self.feature_names) != self.input_size and self.encoder is None:
             return f"feature_names has {len(self.feature_names)} names but input_size is {self.input_size}"
         names = (self.feature_names or []) + (self.target_names or [])
         if len(set(names)) != len(names):

@@ -11,14 +11,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 
+from .columns import as_arrow, check_cells, fit_encoder, infer_column_types
 from .data import RawData, check_arrays, load_raw, split_rows
 from .errors import NetfitError
+from .features import Features, InputLayout
 from .preparation import Preparation
 from .scaling import Scaler, fit_scaler
 from .spec import Spec
-from .storage import arrays_sha256
 from .task import infer_task, looks_like_class_ids, refuse_constant_target
 
 __all__ = ["Preparation", "PreparedData", "Split", "prepare", "resolve_widths", "target_names"]
@@ -28,11 +30,12 @@ __all__ = ["Preparation", "PreparedData", "Split", "prepare", "resolve_widths", 
 class Split:
     """Stored features ``X`` (uint8 images or float32 table rows, unscaled) and targets ``y``.
 
+    A table with categorical or text columns is stored encoded, as :class:`~netfit.features.Features`.
     ``y`` holds int64 class ids, or float32 (n, k) values (scaled, for regression).
     ``scaler`` turns stored rows into the network's inputs, batch by batch, on any device.
     """
 
-    X: torch.Tensor
+    X: torch.Tensor | Features
     y: torch.Tensor
     scaler: Scaler
 
@@ -43,7 +46,9 @@ class Split:
         return Split(self.X.to(device), self.y.to(device), self.scaler)
 
     def inputs(self, rows: torch.Tensor | slice) -> torch.Tensor:
-        """Scaled float32 inputs of ``rows`` (an index tensor or a slice)."""
+        """Scaled float32 inputs of ``rows`` (an index tensor or a slice): a tensor, or a TableBatch."""
+        if isinstance(self.X, Features):
+            return self.X.take(rows)
         stored = self.X.index_select(0, rows) if isinstance(rows, torch.Tensor) else self.X[rows]
         return self.scaler.apply(stored)
 
@@ -64,10 +69,12 @@ def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None
     names = target_names(spec, raw.y_train)
     task, reason = infer_task(spec, raw.y_train, _describe_target(names))
 
+    types = _column_types(spec, raw)
+
     # Validation rows come out of the training part, before any statistic is fitted.
     keep, held = split_rows(len(raw.X_train), spec.data.val_fraction, spec.data.split_seed)
-    X_tr, y_tr = raw.X_train[keep], raw.y_train[keep]
-    X_val, y_val = (raw.X_train[held], raw.y_train[held]) if len(held) else (None, None)
+    X_tr, y_tr = _rows(raw.X_train, keep), raw.y_train[keep]
+    X_val, y_val = (_rows(raw.X_train, held), raw.y_train[held]) if len(held) else (None, None)
     if len(X_tr) == 0:
         raise NetfitError(f"{raw.name}: no training rows are left after the validation split; "
                           "lower data.val_fraction or add data")
@@ -75,14 +82,24 @@ def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None
 
     classes, labels = _resolve_classes(spec, task, raw)
     output_size = _output_size(spec, task, reason, classes, y_tr)
-    input_size = int(np.prod(raw.X_train.shape[1:]))
+    method = spec.data.scaling
+    if method == "auto":
+        method = "divide_by_255" if raw.kind == "image" else "standardize"
+    encoder = None
+    if types is not None:
+        encoder = fit_encoder(X_tr, types, spec.data, method, raw.name)
+        method = "none"  # the encoder scaled the numeric columns itself
+        input_size = encoder.layout.width
+        if spec.model.module is not None and not encoder.layout.plain:
+            raise NetfitError(f"{raw.name}: model.module reads a plain tensor of numbers, but this table has "
+                              f"categorical or text columns ({encoder.describe()}); use netfit's own network "
+                              "(remove model.module), or turn the columns into numbers first")
+    else:
+        input_size = int(np.prod(raw.X_train.shape[1:]))
     if spec.model.input != "auto" and spec.model.module is None and spec.model.input != input_size:
         raise NetfitError(f"model.input = {spec.model.input} but {raw.name} rows have {input_size} features; "
                           'set model.input = "auto" or to the data\'s width')
 
-    method = spec.data.scaling
-    if method == "auto":
-        method = "divide_by_255" if raw.kind == "image" else "standardize"
     target_method = spec.data.target_scaling
     if target_method == "auto":
         target_method = "standardize" if task == "regression" else "none"
@@ -96,15 +113,17 @@ def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None
         output_size=output_size,
         classes=classes,
         labels=labels,
-        input_scaler=fit_scaler(method, X_tr.reshape(len(X_tr), -1)),
+        input_scaler=fit_scaler(method, X_tr.reshape(len(X_tr), -1)) if encoder is None else Scaler("none"),
         target_scaler=fit_scaler(target_method, np.asarray(y_tr, np.float32).reshape(len(y_tr), -1))
         if task == "regression" else Scaler("none"),
         dataset=raw.name,
-        feature_names=list(raw.feature_names) if raw.feature_names and len(raw.feature_names) == input_size
-        else None,
+        feature_names=encoder.names if encoder is not None else list(raw.feature_names)
+        if raw.feature_names and len(raw.feature_names) == input_size else None,
         target_names=names if task == "regression" or (names and len(names) == 1) else None,
-        test_sha256=arrays_sha256(raw.X_test, raw.y_test) if raw.X_test is not None else None,
+        encoder=encoder,
     )
+    if raw.X_test is not None:
+        preparation.test_sha256 = preparation.part_sha256(raw.X_test, raw.y_test)
 
     def split(Xp, yp, part):
         if Xp is None or len(Xp) == 0:
@@ -116,12 +135,37 @@ def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None
                         split(raw.X_test, raw.y_test, "test"))
 
 
-def resolve_widths(spec: Spec) -> tuple[int, int]:
-    """Input and output widths of the spec's network, loading the data only if one is "auto"."""
-    if spec.model.input != "auto" and spec.model.output != "auto":
-        return int(spec.model.input), int(spec.model.output)
+def _column_types(spec: Spec, raw: RawData) -> dict[str, str] | None:
+    """Each column's type when the table needs the column encoder, else None (a plain numeric matrix).
+
+    The encoder is needed for a table with text columns (the reader gave a pyarrow Table), and for
+    missing numbers to be filled in. Missing cells that a policy refuses are refused here, over the
+    whole file, so the row named is the file's own.
+    """
+    if raw.kind != "table":
+        return None
+    arrow = isinstance(raw.X_train, pa.Table)
+    if not arrow and spec.data.missing.numeric != "impute":
+        return None
+    names = list(raw.feature_names or [f"f{i}" for i in range(raw.X_train.shape[1])])
+    table = as_arrow(raw.X_train, names, raw.name)
+    types = infer_column_types(table, spec.data.columns, raw.name)
+    check_cells(table, types, spec.data.missing, raw.name)
+    return types
+
+
+def _rows(X, rows: np.ndarray):
+    """Rows ``rows`` of an array or a pyarrow Table."""
+    return X.take(pa.array(rows)) if isinstance(X, pa.Table) else X[rows]
+
+
+def resolve_widths(spec: Spec) -> tuple[int, int, InputLayout | None]:
+    """Input and output widths of the spec's network, loading the data only if one is "auto" or the
+    table has categorical or text columns (the layout of the network's first layer, else None)."""
+    if spec.model.input != "auto" and spec.model.output != "auto" and not spec.data.columns:
+        return int(spec.model.input), int(spec.model.output), None
     prep = prepare(spec).preparation
-    return prep.input_size, prep.output_size
+    return prep.input_size, prep.output_size, prep.layout
 
 
 def target_names(spec: Spec, y: np.ndarray) -> list[str] | None:
@@ -157,8 +201,19 @@ def _raw_from_arrays(spec: Spec, X: Any, y: Any) -> RawData:
     if source is not None:
         raise NetfitError(f"netfit.fit got X and y and a spec whose data is {str(source)!r}; train on one: drop "
                           "data.dataset and data.path from the spec, or do not pass X and y")
-    X = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
     y = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if isinstance(X, (pa.Table, dict)) or type(X).__name__ == "DataFrame":
+        # A table of named columns (numbers, categories, text): the column encoder reads it.
+        table = as_arrow(X, [], "X")
+        if len(y) != table.num_rows:
+            raise NetfitError(f"X has {table.num_rows} rows but y has {len(y)} targets; give one target per row")
+        X_test = y_test = None
+        if spec.data.test_fraction > 0:
+            keep, held = split_rows(table.num_rows, spec.data.test_fraction, spec.data.split_seed)
+            table, y, X_test, y_test = _rows(table, keep), y[keep], _rows(table, held), y[held]
+        return RawData(name="table", X_train=table, y_train=y, X_test=X_test, y_test=y_test, kind="table",
+                       feature_names=list(table.column_names))
+    X = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
     if X.ndim > 2:
         X = X.reshape(len(X), -1)
     if X.ndim == 1:

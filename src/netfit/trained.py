@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from .errors import NetfitError
+from .features import Features
 from .metrics import classification_report, regression_report
 from .preparation import Preparation
 from .spec import Spec
@@ -48,16 +49,26 @@ class TrainedModel:
 
     def logits(self, X: Any) -> torch.Tensor:
         """Raw network outputs for raw rows ``X`` (scaled here as the training rows were)."""
-        return self._logits_of_features(self.preparation.encode_features(_to_numpy(X), "input"))
+        return self._logits_of_features(self.preparation.encode_features(self._rows(X), "input"))
+
+    def _rows(self, X: Any) -> Any:
+        # A table with a column encoder takes named columns (a pyarrow Table, a dict, a DataFrame) as they are.
+        return X if self.preparation.encoder is not None and not isinstance(X, (np.ndarray, torch.Tensor)) \
+            else _to_numpy(X)
 
     @torch.no_grad()
-    def _logits_of_features(self, features: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+    def _logits_of_features(self, features: torch.Tensor | Features, batch_size: int = 2048) -> torch.Tensor:
         # Eval mode, no autograd, large batches: prediction needs none of training's machinery.
         device = next(self.network.parameters()).device
         self.network.eval()
         scaler = self.preparation.input_scaler
-        outs = [self.network(scaler.apply(features[i:i + batch_size].to(device)))
-                for i in range(0, len(features), batch_size)]
+
+        def batch(rows: slice):
+            if isinstance(features, Features):
+                return features.take(rows).to(device)
+            return scaler.apply(features[rows].to(device))
+
+        outs = [self.network(batch(slice(i, i + batch_size))) for i in range(0, len(features), batch_size)]
         return torch.cat(outs).float().cpu() if outs else torch.zeros(0, self.preparation.output_size)
 
     def predict_proba(self, X: Any) -> np.ndarray:
@@ -89,7 +100,7 @@ class TrainedModel:
 
     def evaluate(self, X: Any, y: Any) -> dict[str, Any]:
         """Full report on labelled rows: a classification report, or MAE, RMSE and R^2."""
-        X, y = _to_numpy(X), _to_numpy(y)
+        X, y = self._rows(X), _to_numpy(y)
         if len(X) != len(y):
             raise NetfitError(f"evaluate got {len(X)} rows of features but {len(y)} targets; give one target per row")
         features = self.preparation.encode_features(X, "input")
