@@ -233,7 +233,6 @@ def _labelled_rows(model, args: argparse.Namespace):
 
 def _evaluate_test_part(model, data_dir: Path | None) -> dict[str, Any]:
     from .data import load_raw
-    from .storage import arrays_sha256
 
     data_spec = model.spec.data
     if data_spec.dataset is None and data_spec.path is None:
@@ -245,7 +244,7 @@ def _evaluate_test_part(model, data_dir: Path | None) -> dict[str, Any]:
         raise NetfitError("the run's data has no test part (no data.test_path or data.test_fraction); "
                           "pass labelled rows with --data FILE")
     raw = load_raw(data_spec, model.preparation.feature_names)  # by name: a reordered file is the same data
-    if raw.X_test is None or arrays_sha256(raw.X_test, raw.y_test) != recorded:
+    if raw.X_test is None or model.preparation.part_sha256(raw.X_test, raw.y_test) != recorded:
         where = data_spec.test_path or data_spec.path or data_spec.dataset
         rows = "no test part" if raw.X_test is None else f"a test part of {len(raw.X_test)} rows"
         raise NetfitError(f"the run's test data has changed since training: {where} now gives {rows} that differ "

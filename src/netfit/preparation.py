@@ -161,7 +161,9 @@ class Preparation:
         array of the numeric columns in order) become encoded :class:`Features`.
         """
         if self.encoder is not None:
-            return self.encoder.transform(X, source)[0]
+            features = self.encoder.transform(X, source)[0]
+            # Numbers and one-hot columns only: a plain tensor, for a plain network.
+            return features.dense if self.encoder.layout.plain else features
         X = np.asarray(X)
         if X.ndim == 1:
             raise NetfitError(f"{source}: X has shape {X.shape}; pass a 2-D array of rows x features "

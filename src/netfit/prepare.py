@@ -220,7 +220,7 @@ def _raw_from_arrays(spec: Spec, X: Any, y: Any) -> RawData:
         raise NetfitError(f"X has shape {X.shape}; pass a 2-D array of rows x features (reshape(-1, 1) for one)")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    check_arrays(X, y, "X, y")
+    check_arrays(X, y, "X, y", missing_allowed=spec.data.missing.numeric == "impute")
     X_test = y_test = None
     if spec.data.test_fraction > 0:
         keep, held = split_rows(len(X), spec.data.test_fraction, spec.data.split_seed)

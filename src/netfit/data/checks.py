@@ -10,14 +10,16 @@ __all__ = ["check_arrays"]
 
 
 def check_arrays(
-    X: np.ndarray, y: np.ndarray | None, source: str, feature_names: list[str] | None = None
+    X: np.ndarray, y: np.ndarray | None, source: str, feature_names: list[str] | None = None,
+    missing_allowed: bool = False,
 ) -> None:
     """Raise NetfitError if ``X`` and ``y`` cannot be trained on.
 
     Refused: ``X`` that is not a 2-D (rows, features) array, no rows or no features,
     non-numeric features, targets that are neither one value per row (n,) nor one row of
     values per row (n, k), NaN or infinite features or targets, and a different number of
-    targets than rows. ``source`` names the data in the message (a file or dataset name);
+    targets than rows (NaN features are allowed with ``missing_allowed``: they are missing cells to
+    fill in). ``source`` names the data in the message (a file or dataset name);
     ``feature_names``, when given, name the column of a bad value.
     """
     if X.ndim >= 1 and len(X) == 0:
@@ -43,7 +45,8 @@ def check_arrays(
         )
     # Integer arrays cannot hold NaN or inf; skipping them keeps image checks free.
     if np.issubdtype(X.dtype, np.floating):
-        bad = ~np.isfinite(X)
+        # With data.missing.numeric = "impute", NaN is a missing cell for the column encoder to fill.
+        bad = np.isinf(X) if missing_allowed else ~np.isfinite(X)
         if bad.any():
             first = int(np.argmax(bad.reshape(-1)))
             row, column = divmod(first, columns)
