@@ -15,9 +15,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from .data.checks import check_arrays
+from .data.images import ImageGeometry
 from .errors import NetfitError
 from .scaling import Scaler
 from .spec import MAX_WIDTH
@@ -46,6 +47,7 @@ class Preparation:
     feature_names: list[str] | None = None  # the input columns in the network's order, when known
     target_names: list[str] | None = None  # the target columns, when known
     test_sha256: str | None = None  # the test part as read when training, so evaluate can tell it changed
+    image: ImageGeometry | None = None  # how image files became rows, so new images are read alike; else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +63,7 @@ class Preparation:
             "feature_names": self.feature_names,
             "target_names": self.target_names,
             "test_sha256": self.test_sha256,
+            "image": None if self.image is None else self.image.to_dict(),
         }
 
     @classmethod
@@ -83,6 +86,7 @@ class Preparation:
             input_scaler=record.input_scaler.scaler(), target_scaler=record.target_scaler.scaler(),
             dataset=record.dataset, feature_names=record.feature_names, target_names=record.target_names,
             test_sha256=record.test_sha256,
+            image=None if record.image is None else ImageGeometry(**record.image.model_dump()),
         )
 
     # ------------------------------------------------------------------------- encoding rows
@@ -194,6 +198,13 @@ class _ScalerRecord(_Strict):
         return Scaler(self.method, arr(self.shift), arr(self.scale))
 
 
+class _ImageRecord(_Strict):
+    height: StrictInt = Field(gt=0, le=65_536)
+    width: StrictInt = Field(gt=0, le=65_536)
+    mode: Literal["L", "RGB"]
+    resized: StrictBool
+
+
 class _Record(_Strict):
     task: Literal[TASKS]  # type: ignore[valid-type]
     task_reason: StrictStr = Field(max_length=1000)
@@ -207,6 +218,7 @@ class _Record(_Strict):
     feature_names: list[StrictStr] | None
     target_names: list[StrictStr] | None
     test_sha256: StrictStr | None = Field(pattern=r"^[0-9a-f]{64}$")
+    image: _ImageRecord | None = None  # absent in runs of other data
 
     def problem(self) -> str | None:
         """How the fields disagree with each other, or None."""
@@ -233,6 +245,11 @@ class _Record(_Strict):
             return f"feature_names and target_names name the column {repeated!r} twice"
         if self.target_names is not None and self.task == "regression" and len(self.target_names) != self.output_size:
             return f"target_names has {len(self.target_names)} names but the run predicts {self.output_size} targets"
+        if self.image is not None:
+            image = ImageGeometry(**self.image.model_dump())
+            if image.features != self.input_size:
+                return (f"image: {image.describe()} images have {image.features} pixel values but input_size is "
+                        f"{self.input_size}")
         if self.target_scaler.method == "divide_by_255" or (self.task != "regression"
                                                            and self.target_scaler.method != "none"):
             return f"target_scaler: method {self.target_scaler.method!r} does not apply to a {self.task} run"

@@ -104,6 +104,7 @@ def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None
         else None,
         target_names=names if task == "regression" or (names and len(names) == 1) else None,
         test_sha256=arrays_sha256(raw.X_test, raw.y_test) if raw.X_test is not None else None,
+        image=raw.image,
     )
 
     def split(Xp, yp, part):
