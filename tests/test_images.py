@@ -203,6 +203,17 @@ def test_a_resized_run_resizes_new_images(digits, tmp_path, capsys):
     assert code == 0 and len(out.strip().splitlines()) == 2
 
 
+def test_test_path_images_are_read_with_the_training_geometry(digits, tmp_path):
+    train = write_folder(tmp_path / "train", digits[0][::5], digits[1][::5])
+    test = write_folder(tmp_path / "test", digits[0][1::50], digits[1][1::50])
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(test / "0" / "big-colour.png")
+    spec = {"model": {"hidden": [16]}, "train": {"epochs": 1},
+            "data": {"path": str(train), "test_path": str(test), "image_size": [20, 20]}}
+    run = netfit.fit(spec, out=None, progress=None)
+    assert run.model.preparation.image.features == 400  # grey, though the test part holds a colour image
+    assert run.metrics["test_accuracy"] >= 0
+
+
 def test_an_image_run_refuses_images_of_another_size_when_it_was_not_resized(capsys, png_run, tmp_path):
     Image.fromarray(np.zeros((30, 20), np.uint8)).save(tmp_path / "odd.png")
     line = one_line_error(capsys, "predict", png_run, tmp_path / "odd.png")
@@ -271,7 +282,8 @@ def test_decompression_bomb_is_refused_from_its_header(capsys, small_folder):
 
     # 68 bytes that claim 100000 x 100000 grey pixels: 10 GB once decoded.
     header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
-    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 10))
+            + chunk(b"IEND", b""))
     (small_folder / "2" / "bomb.png").write_bytes(bomb)
     line = train_error(capsys, small_folder)
     assert "bomb.png" in line and "decompression bomb" in line

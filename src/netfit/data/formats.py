@@ -154,7 +154,8 @@ def infer_format(path: str | Path) -> str:
         return "idx"
     raise NetfitError(
         f"cannot tell the format of data file {str(path)!r} from its name; supported formats: "
-        f"{', '.join(FORMATS.names())} (.csv, .npz, .npy, IDX .gz/-ubyte or a folder, images .png/.jpg/.jpeg or a folder of them); set data.format (--format on evaluate and predict)"
+        f"{', '.join(FORMATS.names())} (.csv, .npz, .npy, IDX .gz/-ubyte or a folder, .png/.jpg/.jpeg or a "
+        "folder of them); set data.format (--format on evaluate and predict)"
     )
 
 

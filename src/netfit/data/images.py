@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple
@@ -94,13 +95,13 @@ def is_image_folder(path: Path) -> bool:
     return False
 
 
-def list_images(paths: Path | Iterable[Path], note: bool = True) -> tuple[list[Path], list[str] | None]:
+def list_images(paths: Path | Iterable[Path]) -> tuple[list[Path], list[str] | None]:
     """The image files of a folder, an image file, or several of either, and their class labels.
 
     A folder with subfolders is a folder of classes: each subfolder is one class, named by it,
     and must hold images; images beside the class subfolders are refused (they have no class).
     A folder without subfolders holds its images directly. Labels are None unless every path is
-    a folder of classes. ``note``: list the skipped non-image files on stderr.
+    a folder of classes. Skipped non-image files are listed once on stderr.
     """
     single = isinstance(paths, (str, os.PathLike))
     paths = [Path(paths)] if single else [Path(p) for p in paths]
@@ -120,7 +121,7 @@ def list_images(paths: Path | Iterable[Path], note: bool = True) -> tuple[list[P
         found, classes = _folder_images(path, skipped)
         files += found
         labels = None if labels is None or classes is None else labels + classes
-    if skipped and note:
+    if skipped:
         shown = ", ".join(str(p) for p in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
         print(f"netfit: skipping {len(skipped)} file{'s' if len(skipped) > 1 else ''} that "
               f"{'are' if len(skipped) > 1 else 'is'} not .png, .jpg or .jpeg: {shown}", file=sys.stderr)
@@ -145,8 +146,9 @@ def read_image_folder(folder: str | Path, size: tuple[int, int] | list[int] | No
     return ImageSet(X, y, files, geometry)
 
 
-def read_images(files: list[Path], geometry: ImageGeometry | None = None, size: tuple[int, int] | list[int] | None = None,
-                mode: str = "auto", source: str = "images") -> tuple[np.ndarray, ImageGeometry]:
+def read_images(files: list[Path], geometry: ImageGeometry | None = None,
+                size: tuple[int, int] | list[int] | None = None, mode: str = "auto",
+                source: str = "images") -> tuple[np.ndarray, ImageGeometry]:
     """Decode ``files`` into uint8 rows (n, features) and the geometry they were read with.
 
     With ``geometry`` the images are read as it says; else it is decided from ``size`` and
@@ -244,31 +246,25 @@ def _folder_images(folder: Path, skipped: list[Path]) -> tuple[list[Path], list[
     return files, labels
 
 
-@dataclass
-class _Opened:
-    """An image file opened by Pillow (header read, pixels not yet), closed on exit."""
-
-    Image: Any
-    path: Path
-
-    def __enter__(self):
-        self.handle = open_regular(self.path, "image file")  # a FIFO or device named x.png is refused here
+@contextmanager
+def _opened(Image, path: Path):
+    """An image file opened by Pillow: its header read, its pixels not yet decoded."""
+    with open_regular(path, "image file") as handle:  # a FIFO or a device named x.png is refused here
         try:
             with warnings.catch_warnings():
                 # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; both are refused.
-                warnings.simplefilter("error", self.Image.DecompressionBombWarning)
-                return self.Image.open(self.handle, formats=("PNG", "JPEG"))
-        except BaseException as err:
-            self.handle.close()
-            raise _refusal(self.Image, self.path, err) from None
-
-    def __exit__(self, *exc) -> None:
-        self.handle.close()
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                # Only these decoders: a GIF or TIFF named .png is refused, and no other parser sees the bytes.
+                image = Image.open(handle, formats=("PNG", "JPEG"))
+        except Exception as err:
+            raise _refusal(Image, path, err) from None
+        with image:
+            yield image
 
 
 def _header(Image, path: Path) -> tuple[tuple[int, int], str]:
     """(width, height) and grayscale-or-colour of an image, from its header alone."""
-    with _Opened(Image, path) as image:
+    with _opened(Image, path) as image:
         if image.mode in _DEEP_MODES:
             raise NetfitError(f"image {str(path)!r} has {image.mode} pixels (more than 8 bits); netfit reads 8-bit "
                               "images: save it as an 8-bit PNG or JPEG")
@@ -299,7 +295,7 @@ def _decide_geometry(files: list[Path], headers: list[tuple[tuple[int, int], str
 
 
 def _pixels(Image, path: Path, geometry: ImageGeometry) -> np.ndarray:
-    with _Opened(Image, path) as image:
+    with _opened(Image, path) as image:
         try:
             image = image.convert(geometry.mode)  # decodes: a truncated or damaged file fails here
         except Exception as err:
