@@ -177,7 +177,7 @@ def test_missing_file(tmp_path):
 
 
 def test_every_format_is_registered():
-    assert FORMATS.names() == ["idx", "csv", "npz", "npy"]
+    assert FORMATS.names() == ["idx", "csv", "npz", "npy", "images"]
 
 
 # ----------------------------------------------------------------------------- CSV

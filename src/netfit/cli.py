@@ -69,7 +69,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", parents=[common, columns],
                        help="report a run's metrics on its test rows or other data")
     p.add_argument("run", type=Path, help="run directory")
-    p.add_argument("--data", type=Path, help="labelled data file to evaluate on (default: the run's test part)")
+    p.add_argument("--data", type=Path, help="labelled data file, or folder of class subfolders of images, to evaluate "
+                                             "on (default: the run's test part)")
     p.add_argument("--format", choices=DATA_FORMATS, help="--data format (default: from the suffix)")
     p.add_argument("--data-dir", type=Path, help="folder with IDX files for mnist, fashion-mnist, kmnist")
     p.add_argument("--json", action="store_true", help="print one JSON object (run_dir, metrics, report)")
@@ -78,7 +79,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", parents=[common, columns], help="predict labels (or values) for new rows or images")
     p.add_argument("run", type=Path, help="run directory")
-    p.add_argument("input", type=Path, help="rows to predict: CSV, .npy, .npz or IDX images")
+    p.add_argument("input", type=Path, nargs="+",
+                   help="rows to predict: CSV, .npy, .npz or IDX images; for a run trained on an image folder, "
+                        "image files or folders of them (the CSV then starts with a path column)")
     p.add_argument("-o", "--output", type=Path, help="write a CSV here instead of to stdout")
     p.add_argument("--force", action="store_true", help="replace the -o file if it exists")
     p.add_argument("--proba", action="store_true", help="add one probability column per class")
@@ -214,11 +217,16 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _labelled_rows(model, args: argparse.Namespace):
     """The rows of ``--data`` with their targets, and how to name them: an IDX folder gives its test part."""
-    from .data import check_arrays, read_file
+    from .data import Table, check_arrays, read_file
     from .data.formats import infer_format, read_idx_dir
 
     source = str(args.data)
-    if args.data.is_dir() and (args.format or infer_format(args.data)) == "idx":
+    if _reads_images(model, args.format, [args.data]):
+        from .data.images import read_image_folder
+
+        images = read_image_folder(args.data, geometry=model.preparation.image)
+        table = Table(images.X, images.y)
+    elif args.data.is_dir() and (args.format or infer_format(args.data)) == "idx":
         train, test = read_idx_dir(args.data)
         # A folder is a whole dataset: its t10k part, not the rows a run of it was trained on.
         table, source = (test, f"{args.data} (t10k part)") if test is not None else (train, f"{args.data} (train part)")
@@ -260,16 +268,24 @@ def _predict(args: argparse.Namespace) -> int:
     if args.output is not None:
         _check_output_path(args.output, args.force)
     columns = _PredictionColumns(model, args.proba)
+    if _reads_images(model, args.format, args.input):
+        chunks, header = _image_chunks(model, args.input), ["path"] + columns.header
+    elif len(args.input) > 1:
+        raise NetfitError(f"predict reads one data file, got {len(args.input)}; several files are for runs "
+                          "trained on an image folder")
+    else:
+        chunks, header = ((None, X) for X in _feature_chunks(model, args, args.input[0])), columns.header
     rows = 0
     # Chunk by chunk: a file larger than memory is read, predicted and written a slice at a time.
     with _csv_output(args.output) as writer:
-        for X in _feature_chunks(model, args):
+        for paths, X in chunks:
             if rows == 0:
-                writer.writerow(columns.header)
-            writer.writerows(columns.rows(model.logits(X)))
+                writer.writerow(header)
+            predicted = columns.rows(model.logits(X))
+            writer.writerows(predicted if paths is None else [[str(p), *r] for p, r in zip(paths, predicted)])
             rows += len(X)
         if rows == 0:
-            raise NetfitError(f"{args.input} has no rows to predict; give a file with data rows")
+            raise NetfitError(f"{args.input[0]} has no rows to predict; give a file with data rows")
     if args.output is not None:
         print(f"wrote {rows} predictions to {args.output}", file=sys.stderr)
     return EXIT_OK
@@ -306,15 +322,43 @@ class _PredictionColumns:
         return [list(row) for row in zip(*columns)]
 
 
-def _feature_chunks(model, args: argparse.Namespace):
-    """Raw feature rows of ``args.input``, a chunk at a time, checked as training rows were."""
+def _feature_chunks(model, args: argparse.Namespace, path: Path):
+    """Raw feature rows of ``path``, a chunk at a time, checked as training rows were."""
     from .data import check_arrays, iter_tables
 
-    for table in iter_tables(args.input, args.format, **_columns_as_trained(model, args, args.input)):
+    for table in iter_tables(path, args.format, **_columns_as_trained(model, args, path)):
         _note_ignored(table.ignored)
         if len(table.X):
-            check_arrays(table.X.reshape(len(table.X), -1), None, str(args.input))
+            check_arrays(table.X.reshape(len(table.X), -1), None, str(path))
         yield table.X
+
+
+_IMAGE_CHUNK = 1024  # images decoded at a time: bounded memory for folders of any size
+
+
+def _reads_images(model, format: str | None, paths: list[Path]) -> bool:
+    """Whether ``paths`` are images; refused unless the run was trained on an image folder."""
+    from .data.formats import infer_format
+
+    trained_on_images = model.preparation.image is not None
+    if format is not None:
+        images = format == "images"
+    else:  # a folder given to an image run is images, even an empty one (refused later, as such)
+        images = all((trained_on_images and p.is_dir()) or infer_format(p) == "images" for p in paths)
+    if images and not trained_on_images:
+        raise NetfitError(f"this run was trained on {model.preparation.dataset}, not on an image folder, so it "
+                          "cannot read image files; give rows in the format it was trained on")
+    return images
+
+
+def _image_chunks(model, paths: list[Path]):
+    """(files, uint8 rows) of the images at ``paths``, read as the run's training images were."""
+    from .data.images import list_images, read_images
+
+    files, _ = list_images(paths)
+    for start in range(0, len(files), _IMAGE_CHUNK):
+        part = files[start:start + _IMAGE_CHUNK]
+        yield part, read_images(part, model.preparation.image)[0]
 
 
 def _columns_as_trained(model, args: argparse.Namespace, path: Path) -> dict[str, Any]:

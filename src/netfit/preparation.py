@@ -15,10 +15,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
 from .columns import ColumnEncoder
 from .data.checks import check_arrays
+from .data.images import ImageGeometry
 from .errors import NetfitError
 from .features import Features, InputLayout
 from .scaling import Scaler
@@ -49,6 +50,7 @@ class Preparation:
     feature_names: list[str] | None = None  # the input columns in the network's order, when known
     target_names: list[str] | None = None  # the target columns, when known
     test_sha256: str | None = None  # the test part as read when training, so evaluate can tell it changed
+    image: ImageGeometry | None = None  # how image files became rows, so new images are read alike; else None
     # Tables with categorical or text columns, or missing cells filled in: the fitted column
     # transforms. feature_names are then the raw columns, and input_size the encoded width.
     encoder: ColumnEncoder | None = None
@@ -73,6 +75,7 @@ class Preparation:
             "target_names": self.target_names,
             "test_sha256": self.test_sha256,
             "encoder": None if self.encoder is None else self.encoder.to_dict(),
+            "image": None if self.image is None else self.image.to_dict(),
         }
 
     @classmethod
@@ -96,6 +99,7 @@ class Preparation:
             dataset=record.dataset, feature_names=record.feature_names, target_names=record.target_names,
             test_sha256=record.test_sha256,
             encoder=None if record.encoder is None else ColumnEncoder.from_dict(record.encoder, source),
+            image=None if record.image is None else ImageGeometry(**record.image.model_dump()),
         )
         encoded = prepared.encoder
         if encoded is not None and (encoded.layout.width != prepared.input_size
@@ -229,6 +233,13 @@ class _ScalerRecord(_Strict):
         return Scaler(self.method, arr(self.shift), arr(self.scale))
 
 
+class _ImageRecord(_Strict):
+    height: StrictInt = Field(gt=0, le=65_536)
+    width: StrictInt = Field(gt=0, le=65_536)
+    mode: Literal["L", "RGB"]
+    resized: StrictBool
+
+
 class _Record(_Strict):
     task: Literal[TASKS]  # type: ignore[valid-type]
     task_reason: StrictStr = Field(max_length=1000)
@@ -243,6 +254,7 @@ class _Record(_Strict):
     target_names: list[StrictStr] | None
     test_sha256: StrictStr | None = Field(pattern=r"^[0-9a-f]{64}$")
     encoder: dict[str, Any] | None = None  # validated by ColumnEncoder.from_dict
+    image: _ImageRecord | None = None  # absent in runs of other data
 
     def problem(self) -> str | None:
         """How the fields disagree with each other, or None."""
@@ -269,6 +281,11 @@ class _Record(_Strict):
             return f"feature_names and target_names name the column {repeated!r} twice"
         if self.target_names is not None and self.task == "regression" and len(self.target_names) != self.output_size:
             return f"target_names has {len(self.target_names)} names but the run predicts {self.output_size} targets"
+        if self.image is not None:
+            image = ImageGeometry(**self.image.model_dump())
+            if image.features != self.input_size:
+                return (f"image: {image.describe()} images have {image.features} pixel values but input_size is "
+                        f"{self.input_size}")
         if self.target_scaler.method == "divide_by_255" or (self.task != "regression"
                                                            and self.target_scaler.method != "none"):
             return f"target_scaler: method {self.target_scaler.method!r} does not apply to a {self.task} run"

@@ -121,6 +121,7 @@ def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None
         if raw.feature_names and len(raw.feature_names) == input_size else None,
         target_names=names if task == "regression" or (names and len(names) == 1) else None,
         encoder=encoder,
+        image=raw.image,
     )
     if raw.X_test is not None:
         preparation.test_sha256 = preparation.part_sha256(raw.X_test, raw.y_test)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .data.images import image_rows
 from .errors import NetfitError
 from .features import Features
 from .metrics import classification_report, regression_report
@@ -49,6 +50,8 @@ class TrainedModel:
 
     def logits(self, X: Any) -> torch.Tensor:
         """Raw network outputs for raw rows ``X`` (scaled here as the training rows were)."""
+        if self.preparation.image is not None:
+            X = image_rows(X, self.preparation.image)
         return self._logits_of_features(self.preparation.encode_features(self._rows(X), "input"))
 
     def _rows(self, X: Any) -> Any:
@@ -100,6 +103,8 @@ class TrainedModel:
 
     def evaluate(self, X: Any, y: Any) -> dict[str, Any]:
         """Full report on labelled rows: a classification report, or MAE, RMSE and R^2."""
+        if self.preparation.image is not None:
+            X = image_rows(X, self.preparation.image)
         X, y = self._rows(X), _to_numpy(y)
         if len(X) != len(y):
             raise NetfitError(f"evaluate got {len(X)} rows of features but {len(y)} targets; give one target per row")

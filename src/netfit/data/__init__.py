@@ -5,7 +5,8 @@
 (``data.test_fraction``), and checks the arrays. Modules, one concept each:
 
 - ``formats``: reading data files whole (``read_file``, ``read_table``) or in chunks (``iter_tables``)
-- ``csvfile``, ``npfile``, ``idx``: the readers of CSV, NumPy and IDX files behind ``formats``
+- ``csvfile``, ``npfile``, ``idx``, ``images``: the readers of CSV, NumPy and IDX files and of image folders
+  behind ``formats``
 - ``table``: ``Table``, what a reader returns
 - ``checks``: refusing arrays that cannot be trained on (``check_arrays``)
 - ``datasets``: the built-in datasets by name (``DATASETS``, ``load_builtin``)
@@ -25,6 +26,7 @@ from ..errors import NetfitError
 from .checks import check_arrays
 from .datasets import DATASETS, load_builtin
 from .formats import Table, csv_columns, infer_format, iter_tables, read_file, read_idx_dir, read_table
+from .images import read_image_folder
 from .rawdata import RawData
 from .split import split_rows
 
@@ -39,6 +41,7 @@ _NO_TARGETS_HINT = {
     "idx": "no labels file next to the images; put the matching ...-labels-idx1-ubyte[.gz] file beside it",
     "npz": "no targets array; save it under key 'y', e.g. numpy.savez(path, X=X, y=y)",
     "npy": "a .npy file holds features only; save features and targets together with numpy.savez(path, X=X, y=y)",
+    "images": "its images are not in class subfolders; put each class's images in a subfolder named after the class",
 }
 
 
@@ -84,10 +87,16 @@ def _load_files(spec: DataSpec, features: list[str] | None) -> RawData:
             f"data.target is not set; name the CSV column to predict, e.g. --set data.target={columns[-1]} "
             f"(columns: {', '.join(columns[:12])}{', ...' if len(columns) > 12 else ''})"
         )
-    test, test_source = None, None
+    if format != "images" and (spec.image_size is not None or spec.image_mode != "auto"):
+        raise NetfitError(f"data.image_size and data.image_mode apply to image folders, but {str(path)!r} is read as "
+                          f"{format}; remove them, or point data.path at a folder of images")
+    test, test_source, geometry = None, None, None
     if format == "idx" and path.is_dir():
         train, test = read_idx_dir(path)
         test_source = f"{path} (t10k part)"
+    elif format == "images":
+        images = read_image_folder(path, spec.image_size, spec.image_mode)
+        train, geometry = Table(images.X, images.y), images.geometry
     else:
         train = read_file(path, format, spec.target, **text, **({"features": features} if features else {}))
     _require_targets(train, str(path), format)
@@ -102,7 +111,10 @@ def _load_files(spec: DataSpec, features: list[str] | None) -> RawData:
         test_format = spec.format or infer_format(test_path)
         # By name, so a test file with its columns in another order (or an extra id column) still lines up.
         by_name = {"features": train.feature_names} if test_format == "csv" and train.feature_names else {}
-        test = read_file(test_path, test_format, spec.target, **text, **by_name)
+        if geometry is not None:  # the test images are read as the training images were
+            test = Table(*read_image_folder(test_path, geometry=geometry)[:2])
+        else:
+            test = read_file(test_path, test_format, spec.target, **text, **by_name)
         test_source = str(test_path)
         _require_targets(test, test_source, test_format)
     if test is not None:
@@ -118,6 +130,7 @@ def _load_files(spec: DataSpec, features: list[str] | None) -> RawData:
         kind="image" if train.X.dtype == np.uint8 else "table",
         feature_names=train.feature_names,
         test_ignored=() if test is None else test.ignored,
+        image=geometry,
     )
 
 

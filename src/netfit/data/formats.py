@@ -1,4 +1,4 @@
-"""Reading data files: IDX (MNIST's format), CSV, NumPy .npz and .npy, whole or in chunks.
+"""Reading data files: IDX (MNIST's format), CSV, NumPy .npz and .npy, image folders, whole or in chunks.
 
 Two entry points, one reader per format behind both:
 
@@ -14,7 +14,8 @@ chunk_rows=65536) -> Iterator[Table]``
 
 Arguments shared by both:
 
-- ``format``: one of ``FORMATS.names()``; left out, inferred from the name (a folder is IDX).
+- ``format``: one of ``FORMATS.names()``; left out, inferred from the name (a folder
+  is images when it holds PNG or JPEG files, see ``images``, else IDX).
 - ``target``: the CSV column to predict (``y`` 1-D: int64 when every cell is an integer
   literal, float64 when every cell is a number, else str labels), or a list of columns (``y``
   of shape (rows, k), float64, every cell a number). None: no targets (``y`` is None) unless
@@ -47,6 +48,7 @@ from ..registry import Registry
 from .csvfile import csv_columns, csv_tables
 from .idx import (find_idx_file, idx_images, idx_labels, parse_idx, read_idx, read_idx_dir, read_idx_pair,
                   read_idx_source)
+from .images import IMAGE_SUFFIXES, is_image_folder, list_images, read_images
 from .npfile import npy_tables, npz_tables
 from .table import ReadOptions, Table
 
@@ -129,14 +131,16 @@ def iter_tables(
 
 
 def infer_format(path: str | Path) -> str:
-    """The format of ``path`` from its name: a directory or .gz/.idx/-ubyte is idx, else the suffix.
+    """The format of ``path`` from its name: .gz/.idx/-ubyte is idx, .png/.jpg/.jpeg images, else the suffix.
+
+    A folder holding PNG or JPEG files (directly or in class subfolders) is images, any other folder idx.
 
     A path that exists but is not a regular file or a folder (a FIFO, a device, a symlink loop)
     is refused here, so that it is named for what it is rather than for its name.
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        return "idx"
+        return "images" if is_image_folder(path) else "idx"
     if os.path.lexists(path):
         with open_regular(path, "data file"):
             pass
@@ -144,11 +148,14 @@ def infer_format(path: str | Path) -> str:
     suffix = path.suffix.lower()
     if suffix in (".csv", ".npz", ".npy"):
         return suffix[1:]
+    if suffix in IMAGE_SUFFIXES:
+        return "images"
     if suffix in (".gz", ".idx") or name.endswith("-ubyte"):
         return "idx"
     raise NetfitError(
         f"cannot tell the format of data file {str(path)!r} from its name; supported formats: "
-        f"{', '.join(FORMATS.names())} (.csv, .npz, .npy, IDX .gz/-ubyte or a folder); set data.format (--format on evaluate and predict)"
+        f"{', '.join(FORMATS.names())} (.csv, .npz, .npy, IDX .gz/-ubyte or a folder, .png/.jpg/.jpeg or a "
+        "folder of them); set data.format (--format on evaluate and predict)"
     )
 
 
@@ -177,8 +184,18 @@ def _idx_tables(path: Path, options: ReadOptions, chunk_rows: int | None) -> Ite
     yield read_idx_source(path)
 
 
+def _image_tables(path: Path, options: ReadOptions, chunk_rows: int | None) -> Iterator[Table]:
+    # Each image at its own size and mode (auto); a run's images are read with its geometry instead.
+    files, labels = list_images(path)
+    if not files:
+        raise NetfitError(f"{str(path)!r} holds no .png, .jpg or .jpeg files")
+    X, _ = read_images(files, source=str(path))
+    yield Table(X, None if labels is None else np.array(labels, dtype=str))
+
+
 FORMATS: Registry[Reader] = Registry("data format")
 FORMATS.register("idx", _idx_tables)
 FORMATS.register("csv", csv_tables)
 FORMATS.register("npz", npz_tables)
 FORMATS.register("npy", npy_tables)
+FORMATS.register("images", _image_tables)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .images import ImageGeometry
 
 __all__ = ["RawData"]
 
@@ -27,3 +31,4 @@ class RawData:
     class_names: list[str] | None = None  # names of class ids 0..K-1, when the dataset defines them
     feature_names: list[str] | None = None  # column names, when the source has them
     test_ignored: tuple[str, ...] = ()  # columns of data.test_path that are neither features nor targets, unused
+    image: ImageGeometry | None = None  # how an image folder's files became rows (None for other data)
