@@ -158,7 +158,8 @@ def test_idx_folder_without_idx_files(tmp_path):
 @pytest.mark.parametrize(
     "name, format",
     [("a.csv", "csv"), ("a.CSV", "csv"), ("a.npz", "npz"), ("a.npy", "npy"), ("a.gz", "idx"),
-     ("train-images-idx3-ubyte", "idx"), ("a.idx", "idx")],
+     ("train-images-idx3-ubyte", "idx"), ("a.idx", "idx"), ("a.parquet", "parquet"), ("a.PQ", "parquet"),
+     ("a.feather", "feather"), ("a.arrow", "feather"), ("a.ipc", "feather")],
 )
 def test_format_is_inferred_from_the_name(tmp_path, name, format):
     assert infer_format(tmp_path / name) == format
@@ -167,7 +168,7 @@ def test_format_is_inferred_from_the_name(tmp_path, name, format):
 def test_unknown_suffix_lists_formats_and_says_set_data_format(tmp_path):
     path = tmp_path / "data.xlsx"
     path.write_text("x")
-    with pytest.raises(NetfitError, match=r"data.xlsx.*idx, csv, npz, npy.*set data.format"):
+    with pytest.raises(NetfitError, match=r"data.xlsx.*idx, csv, parquet, feather, npz, npy.*\.parquet.*\.feather.*set data.format"):
         read_table(path)
 
 
@@ -177,7 +178,7 @@ def test_missing_file(tmp_path):
 
 
 def test_every_format_is_registered():
-    assert FORMATS.names() == ["idx", "csv", "npz", "npy"]
+    assert FORMATS.names() == ["idx", "csv", "parquet", "feather", "npz", "npy"]
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -193,7 +194,7 @@ def test_csv_numeric_table(tmp_path):
     path = _csv(tmp_path, "a, b ,label\n1,2.5,0\n-3,4e1,1\n\n")
     table = read_file(path, target="label")
     np.testing.assert_array_equal(table.X, [[1.0, 2.5], [-3.0, 40.0]])
-    assert table.X.dtype == np.float64
+    assert table.X.dtype == np.float32 and table.X.flags.c_contiguous
     assert table.y.dtype == np.int64 and table.y.tolist() == [0, 1]  # integer literals stay integers
     assert table.feature_names == ["a", "b"]
 
@@ -216,11 +217,14 @@ def test_csv_non_numeric_cell_names_line_row_column_and_text(tmp_path):
         read_table(path, target="y")
 
 
-@pytest.mark.parametrize("cell", ["", "NA", "nan", " NaN "])
-def test_csv_missing_value_names_line_and_column(tmp_path, cell):
+@pytest.mark.parametrize("cell", ["", "NA", "nan", " NaN ", "N/A", "null", " NA "])
+def test_csv_missing_value_is_nan_and_refused_by_row_and_column_unless_imputed(tmp_path, cell):
     path = _csv(tmp_path, f"a,b,y\n1,2,0\n3,4,1\n5,{cell},1\n")
-    with pytest.raises(NetfitError, match=r"missing value at line 4 \(data row 3\), column 'b'"):
-        read_table(path, target="y")
+    X, _ = read_table(path, target="y")
+    assert X.dtype == np.float32 and np.isnan(X[2, 1]) and not np.isnan(np.delete(X.ravel(), 5)).any()
+    with pytest.raises(NetfitError, match=r"the first at row 2, column 1 \('b'\) \(0-based\); fill in or drop those "
+                                          r'rows, or set data.missing.numeric = "impute"'):
+        load_raw(DataSpec(path=path, target="y"))
 
 
 def test_csv_missing_target_value(tmp_path):
@@ -794,9 +798,8 @@ def test_iter_tables_reports_a_bad_cell_in_a_later_chunk_as_read_file_does(tmp_p
     message = r"non-numeric value 'x' at line 502 \(data row 501\), column 'b'"
     with pytest.raises(NetfitError, match=message):
         read_file(path)
-    chunks = iter_tables(path, chunk_rows=100)
     with pytest.raises(NetfitError, match=message):
-        list(chunks)
+        list(iter_tables(path, chunk_rows=100))
 
 
 def test_iter_tables_checks_the_header_before_it_returns(tmp_path):
@@ -806,9 +809,9 @@ def test_iter_tables_checks_the_header_before_it_returns(tmp_path):
 
 def test_csv_too_large_to_read_whole_is_refused_early_but_iterates(tmp_path, monkeypatch):
     path = _csv(tmp_path, "a,b\n" + "1,2\n" * 2000)
-    _little_memory(monkeypatch, free=40_000)  # the 32 kB of float64 fit, joining them twice does not
-    with pytest.raises(NetfitError, match=r"reading '.*data.csv' whole \(about 32.0 kB of numbers\) would need "
-                                          r"64.0 kB of memory but only 40.0 kB is free; predict reads a file in chunks"):
+    _little_memory(monkeypatch, free=20_000)  # the 16 kB of float32 fit, pyarrow's columns and the array do not
+    with pytest.raises(NetfitError, match=r"reading '.*data.csv' whole \(about 16.0 kB of numbers\) would need "
+                                          r"32.0 kB of memory but only 20.0 kB is free; predict reads a file in chunks"):
         read_file(path)
     assert sum(len(table.X) for table in iter_tables(path, chunk_rows=500)) == 2000
 
