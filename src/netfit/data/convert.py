@@ -32,7 +32,7 @@ from ..errors import NetfitError
 from .columns import Columns
 from .table import Table
 
-__all__ = ["Origin", "features_of", "targets_of", "table_of", "check_schema", "rechunked", "is_numeric", "is_text",
+__all__ = ["Origin", "empty_float32", "features_of", "targets_of", "table_of", "check_schema", "rechunked", "is_numeric", "is_text",
            "MISSING"]
 
 # Cells that mean "no value", compared after strip() and lower().
@@ -147,13 +147,22 @@ def _first(mask: pa.ChunkedArray) -> int:
     return int(np.flatnonzero(mask.to_numpy(zero_copy_only=False))[0])
 
 
+def empty_float32(rows: int, columns: int) -> np.ndarray:
+    """An uninitialised float32 (rows, columns) array in pyarrow's memory pool.
+
+    The pool reuses the memory pyarrow has just freed (blocks of parsed text), which malloc
+    cannot: the peak of a read is then about the result plus what pyarrow holds at once.
+    """
+    return np.frombuffer(pa.allocate_buffer(rows * columns * 4), np.float32).reshape(rows, columns)
+
+
 def _filled(columns: list[pa.ChunkedArray], rows: int) -> np.ndarray:
     """One float32 (rows, features) array, missing cells NaN, each Arrow column released once copied.
 
     Filled column by column (a strided write per column) rather than stacked at the end, so the
     peak is the result plus one column, not the result twice.
     """
-    X = np.empty((rows, len(columns)), np.float32)
+    X = empty_float32(rows, len(columns))
     for j in range(len(columns)):
         column, columns[j] = columns[j], None
         start = 0

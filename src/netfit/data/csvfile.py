@@ -38,15 +38,14 @@ import pyarrow.csv as pacsv
 from ..errors import NetfitError
 from ..files import describe_bytes, open_regular, require_memory
 from .columns import Columns, listing, plan_columns
-from .convert import MISSING, Origin, features_of, is_numeric, is_text, targets_of
+from .convert import MISSING, Origin, empty_float32, features_of, is_numeric, is_text, rechunked, targets_of
 from .table import ReadOptions, Table
 
 __all__ = ["csv_tables", "csv_columns"]
 
-_BLOCK = 1 << 20  # bytes decoded at a time by the Python reader, and parsed to type the columns
-# pyarrow parses this many bytes per task: large enough that its per-block costs vanish, small
-# enough that a few blocks in flight cost little memory.
-_PARSE_BLOCK = 1 << 22
+# Bytes per block: decoded at a time by the Python reader, parsed per task by pyarrow (whose
+# per-block cost is already small at 1 MB; larger blocks in flight cost memory and gain nothing).
+_BLOCK = 1 << 20
 # A longer line is no table row (a million columns of 60 characters each): refusing it bounds the
 # memory a file without line breaks can take.
 _MAX_LINE = 1 << 26
@@ -208,20 +207,21 @@ class _Reader:
     # ------------------------------------------------------------------ reading
 
     def whole(self) -> Table:
-        size = os.fstat(self.handle.fileno()).st_size - self.head.offset
-        rows = self.sample_rows * max(size / min(size, _BLOCK), 1.0) if size else 0
-        numbers = int(rows) * (4 * len(self.plan.features) + 8 * len(self.plan.targets))
-        # Projected from the first block, so a file that cannot fit is refused in a second, not
-        # by running out of memory halfway; pyarrow's columns and the array filled from them
-        # are alive together for a moment: twice the result.
+        rows = self._count_rows()
+        numbers = rows * (4 * len(self.plan.features) + 8 * len(self.plan.targets))
+        # Counted before any row is parsed, so a file that cannot fit is refused in a second, not
+        # by running out of memory halfway; a file with text columns holds pyarrow's columns and
+        # the result together for a moment: twice the result.
         require_memory(2 * numbers, f"reading {self.source!r} whole (about {describe_bytes(numbers)} of numbers)",
                        _MEMORY_FIX)
+        if all(self.types[name] != pa.string() for name in self.plan.features):
+            try:
+                return self._numbers_whole(rows)
+            except _Retype:
+                pass
         try:
-            table = pacsv.read_csv(self._rows(), read_options=self._read_options(_PARSE_BLOCK),
-                                   parse_options=_PARSE, convert_options=self._convert_options(self.types))
-        except (pa.ArrowInvalid, UnicodeDecodeError) as err:
-            if "conversion error" not in str(err):
-                raise self._fault(err) from None
+            table = self._read_all(self.types)
+        except _Retype:
             # A column typed as numbers by its first block holds text further down: read the
             # feature columns again with pyarrow's typing over the whole file, and let
             # ``convert`` decide whether that text is categories or typos.
@@ -229,58 +229,106 @@ class _Reader:
                        if name in self.plan.targets or type_ == pa.string()}
             retyped.update({name: pa.string() for name, kind in self.plan.declared.items() if kind == "numeric"})
             try:
-                table = pacsv.read_csv(self._rows(), read_options=self._read_options(_PARSE_BLOCK),
-                                       parse_options=_PARSE, convert_options=self._convert_options(retyped))
-            except (pa.ArrowInvalid, UnicodeDecodeError) as again:
-                raise self._fault(again) from None
+                table = self._read_all(retyped)
+            except _Retype as again:
+                raise self._fault(again.__cause__) from None
         return self._table(table, typo_check=True)
+
+    def _numbers_whole(self, rows: int) -> Table:
+        """A file whose features are all numbers, streamed batch by batch into one float32 array.
+
+        Streaming, rather than pyarrow's whole-table read, never holds pyarrow's columns and the
+        result at once: the peak is the result plus a few blocks. ``rows`` is an upper bound.
+        """
+        features = self.plan.features
+        X = empty_float32(rows, len(features))
+        targets: list[pa.RecordBatch] = []
+        done = 0
+        for batch in self._batches(self.types):
+            if done + batch.num_rows > len(X):  # fewer line breaks than rows: an encoding without 0x0A
+                X = np.concatenate([X, empty_float32(max(len(X), batch.num_rows), len(features))])
+            for j, name in enumerate(features):
+                column = batch.column(name)
+                if not pa.types.is_floating(column.type):
+                    column = pc.cast(column, pa.float32())  # booleans
+                X[done:done + batch.num_rows, j] = column.to_numpy(zero_copy_only=False)  # nulls become NaN
+            targets.append(batch.select(self.plan.targets))
+            done += batch.num_rows
+        if done == 0:
+            self._refuse_empty()
+        table = pa.Table.from_batches(targets, pa.schema([(name, pa.string()) for name in self.plan.targets]))
+        self._check_text(table)
+        y = targets_of([table[name] for name in self.plan.targets], self.plan, self.origin)
+        return Table(X[:done], y, list(features), self.plan.ignored)
+
+    def _read_all(self, types: dict[str, pa.DataType]) -> pa.Table:
+        try:
+            return pacsv.read_csv(self._rows(), read_options=self._read_options(_BLOCK), parse_options=_PARSE,
+                                  convert_options=self._convert_options(types))
+        except (pa.ArrowInvalid, UnicodeDecodeError) as err:
+            raise self._retype_or_fault(err) from err
+
+    def _batches(self, types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+        stream = pacsv.open_csv(self._rows(), read_options=self._read_options(_BLOCK), parse_options=_PARSE,
+                                convert_options=self._convert_options(types))
+        while True:
+            try:
+                yield stream.read_next_batch()
+            except StopIteration:
+                return
+            except (pa.ArrowInvalid, UnicodeDecodeError) as err:
+                raise self._retype_or_fault(err) from err
+
+    def _retype_or_fault(self, err: Exception) -> Exception:
+        """A cell that is not a number in a column read as numbers may be a category: the caller decides."""
+        if "conversion error" in str(err):
+            return _Retype()
+        return self._fault(err)
+
+    def _count_rows(self) -> int:
+        """At least the number of data rows: the line breaks after the header, plus one."""
+        self.handle.seek(self.head.offset)
+        breaks = [0, 0]
+        while block := self.handle.read(_BLOCK):
+            breaks[0] += block.count(b"\n")
+            breaks[1] += block.count(b"\r")
+        return max(breaks) + 1
 
     def chunks(self, chunk_rows: int) -> Iterator[Table]:
         # Streaming fixes every column's type up front: a text column stays text in every chunk.
         declared = {**self.plan.declared, **{name: ("numeric" if kind == "numeric" else "categorical")
                                              for name, kind in self.kinds.items()}}
         plan = self.plan._replace(declared=declared)
-        stream = pacsv.open_csv(self._rows(), read_options=self._read_options(_BLOCK), parse_options=_PARSE,
-                                convert_options=self._convert_options(self.types))
-        start, pending, held = 0, [], 0
-        while True:
-            try:
-                batch = stream.read_next_batch()
-            except StopIteration:
-                batch = None
-            except (pa.ArrowInvalid, UnicodeDecodeError) as err:
-                raise self._fault(err) from None
-            if batch is not None:
-                pending.append(batch)
-                held += batch.num_rows
-            while held >= chunk_rows or (batch is None and held):
-                table = pa.Table.from_batches(pending, schema=stream.schema).combine_chunks()
-                take = min(chunk_rows, held)
-                pending = [table.slice(take).to_batches()[0]] if held > take else []
-                held -= take
-                yield self._table(table.slice(0, take), typo_check=False, plan=plan, start=start)
-                start += take
-            if batch is None:
-                if start == 0:
-                    self._refuse_empty()
-                return
+        schema = pa.schema([(name, self.types[name]) for name in self.plan.selected])
+        start = 0
+        try:
+            for table in rechunked(self._batches(self.types), schema, chunk_rows):
+                yield self._table(table, typo_check=False, plan=plan, start=start)
+                start += table.num_rows
+        except _Retype as err:  # a later cell is not a number in a column its first block typed as numbers
+            raise self._fault(err.__cause__) from None
+        if start == 0:
+            self._refuse_empty()
 
     def _table(self, table: pa.Table, *, typo_check: bool, plan: Columns | None = None, start: int = 0) -> Table:
         plan = plan or self.plan
         if table.num_rows == 0:
             self._refuse_empty()
-        for field in table.schema:
-            # pyarrow types text that is not UTF-8 as binary and keeps NUL characters in text:
-            # both mean the file is not text in its encoding, which the Python reader names.
-            if pa.types.is_binary(field.type) or (
-                    is_text(field.type) and pc.any(pc.match_substring(table[field.name], "\x00")).as_py()):
-                raise self._fault(None)
+        self._check_text(table)
         origin = self.origin._replace(start=start)
         y = targets_of([table[name] for name in plan.targets], plan, origin)
         rows, columns = table.num_rows, [table[name] for name in plan.features]
         del table  # ``features_of`` frees each column once copied; nothing else may hold them
         return Table(features_of(columns, rows, plan, origin, typo_check=typo_check), y, list(plan.features),
                      plan.ignored)
+
+    def _check_text(self, table: pa.Table) -> None:
+        for field in table.schema:
+            # pyarrow types text that is not UTF-8 as binary and keeps NUL characters in text:
+            # both mean the file is not text in its encoding, which the Python reader names.
+            if pa.types.is_binary(field.type) or (
+                    is_text(field.type) and pc.any(pc.match_substring(table[field.name], "\x00")).as_py()):
+                raise self._fault(None)
 
     def _refuse_empty(self):
         raise NetfitError(f"{self.source!r} has no rows: only a header row ({listing(self.head.names, 6)}); "
@@ -380,6 +428,10 @@ class _Reader:
             except csv.Error as err:
                 raise NetfitError(f"{self.source!r} line {reader.line_num} is not valid CSV ({err}); "
                                   "fix that line") from None
+
+
+class _Retype(Exception):
+    """pyarrow met a cell that is not a number in a column read as numbers."""
 
 
 _PARSE = pacsv.ParseOptions(delimiter=",", quote_char='"', double_quote=True, newlines_in_values=False,
