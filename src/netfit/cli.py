@@ -78,7 +78,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", parents=[common, columns], help="predict labels (or values) for new rows or images")
     p.add_argument("run", type=Path, help="run directory")
-    p.add_argument("input", type=Path, help="rows to predict: CSV, .npy, .npz or IDX images")
+    p.add_argument("input", type=Path, help="rows to predict: CSV, Parquet, Feather, .npy, .npz or IDX images")
     p.add_argument("-o", "--output", type=Path, help="write a CSV here instead of to stdout")
     p.add_argument("--force", action="store_true", help="replace the -o file if it exists")
     p.add_argument("--proba", action="store_true", help="add one probability column per class")
@@ -333,7 +333,7 @@ def _columns_as_trained(model, args: argparse.Namespace, path: Path) -> dict[str
     encoding = args.encoding or data.encoding
     features = model.preparation.feature_names
     options: dict[str, Any] = {"header": header, "encoding": encoding,
-                               "features": tuple(features) if features else None}
+                               "features": tuple(features) if features else None, "column_types": data.columns or None}
     if not header and features and (args.format or infer_format(path)) == "csv":
         width = len(csv_columns(path, header=False, encoding=encoding))
         trained_headerless = not data.header and features == [f"f{i}" for i in range(len(features))]
