@@ -1019,3 +1019,12 @@ def test_wine_csv_and_parquet_agree_and_train_through_the_cli(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "cut.parquet' is not a readable Parquet file" in err and not (tmp_path / "runs").exists()
+
+
+def test_csv_text_cells_may_hold_quoted_line_breaks_and_commas(tmp_path):
+    path = _csv(tmp_path, 'stars,review\n5,"good, cheap\nwould buy again"\n1,"broke"\n2,abc\n')
+    table = read_file(path, target="stars")
+    assert table.X["review"].to_pylist() == ["good, cheap\nwould buy again", "broke", "abc"]
+    assert table.y.tolist() == [5, 1, 2]
+    with pytest.raises(NetfitError, match=r"line 5 has 1 fields but the header has 2"):
+        read_file(_csv(tmp_path, 'stars,review\n5,"good\nbad"\n1,x\n3\n', "ragged.csv"), target="stars")
