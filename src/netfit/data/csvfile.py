@@ -27,7 +27,6 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import os
 from pathlib import Path
 from typing import BinaryIO, Iterator, NamedTuple
 
