@@ -158,7 +158,8 @@ def test_idx_folder_without_idx_files(tmp_path):
 @pytest.mark.parametrize(
     "name, format",
     [("a.csv", "csv"), ("a.CSV", "csv"), ("a.npz", "npz"), ("a.npy", "npy"), ("a.gz", "idx"),
-     ("train-images-idx3-ubyte", "idx"), ("a.idx", "idx")],
+     ("train-images-idx3-ubyte", "idx"), ("a.idx", "idx"), ("a.parquet", "parquet"), ("a.PQ", "parquet"),
+     ("a.feather", "feather"), ("a.arrow", "feather"), ("a.ipc", "feather")],
 )
 def test_format_is_inferred_from_the_name(tmp_path, name, format):
     assert infer_format(tmp_path / name) == format
@@ -167,7 +168,7 @@ def test_format_is_inferred_from_the_name(tmp_path, name, format):
 def test_unknown_suffix_lists_formats_and_says_set_data_format(tmp_path):
     path = tmp_path / "data.xlsx"
     path.write_text("x")
-    with pytest.raises(NetfitError, match=r"data.xlsx.*idx, csv, npz, npy.*set data.format"):
+    with pytest.raises(NetfitError, match=r"data.xlsx.*idx, csv, parquet, feather, npz, npy.*\.parquet.*\.feather.*set data.format"):
         read_table(path)
 
 
@@ -177,7 +178,7 @@ def test_missing_file(tmp_path):
 
 
 def test_every_format_is_registered():
-    assert FORMATS.names() == ["idx", "csv", "npz", "npy", "images"]
+    assert FORMATS.names() == ["idx", "csv", "parquet", "feather", "npz", "npy", "images"]
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -193,7 +194,7 @@ def test_csv_numeric_table(tmp_path):
     path = _csv(tmp_path, "a, b ,label\n1,2.5,0\n-3,4e1,1\n\n")
     table = read_file(path, target="label")
     np.testing.assert_array_equal(table.X, [[1.0, 2.5], [-3.0, 40.0]])
-    assert table.X.dtype == np.float64
+    assert table.X.dtype == np.float32 and table.X.flags.c_contiguous
     assert table.y.dtype == np.int64 and table.y.tolist() == [0, 1]  # integer literals stay integers
     assert table.feature_names == ["a", "b"]
 
@@ -216,11 +217,14 @@ def test_csv_non_numeric_cell_names_line_row_column_and_text(tmp_path):
         read_table(path, target="y")
 
 
-@pytest.mark.parametrize("cell", ["", "NA", "nan", " NaN "])
-def test_csv_missing_value_names_line_and_column(tmp_path, cell):
+@pytest.mark.parametrize("cell", ["", "NA", "nan", " NaN ", "N/A", "null", " NA "])
+def test_csv_missing_value_is_nan_and_refused_by_row_and_column_unless_imputed(tmp_path, cell):
     path = _csv(tmp_path, f"a,b,y\n1,2,0\n3,4,1\n5,{cell},1\n")
-    with pytest.raises(NetfitError, match=r"missing value at line 4 \(data row 3\), column 'b'"):
-        read_table(path, target="y")
+    X, _ = read_table(path, target="y")
+    assert X.dtype == np.float32 and np.isnan(X[2, 1]) and not np.isnan(np.delete(X.ravel(), 5)).any()
+    with pytest.raises(NetfitError, match=r"the first at row 2, column 1 \('b'\) \(0-based\); fill in or drop those "
+                                          r'rows, or set data.missing.numeric = "impute"'):
+        load_raw(DataSpec(path=path, target="y"))
 
 
 def test_csv_missing_target_value(tmp_path):
@@ -794,9 +798,8 @@ def test_iter_tables_reports_a_bad_cell_in_a_later_chunk_as_read_file_does(tmp_p
     message = r"non-numeric value 'x' at line 502 \(data row 501\), column 'b'"
     with pytest.raises(NetfitError, match=message):
         read_file(path)
-    chunks = iter_tables(path, chunk_rows=100)
     with pytest.raises(NetfitError, match=message):
-        list(chunks)
+        list(iter_tables(path, chunk_rows=100))
 
 
 def test_iter_tables_checks_the_header_before_it_returns(tmp_path):
@@ -806,9 +809,9 @@ def test_iter_tables_checks_the_header_before_it_returns(tmp_path):
 
 def test_csv_too_large_to_read_whole_is_refused_early_but_iterates(tmp_path, monkeypatch):
     path = _csv(tmp_path, "a,b\n" + "1,2\n" * 2000)
-    _little_memory(monkeypatch, free=40_000)  # the 32 kB of float64 fit, joining them twice does not
-    with pytest.raises(NetfitError, match=r"reading '.*data.csv' whole \(about 32.0 kB of numbers\) would need "
-                                          r"64.0 kB of memory but only 40.0 kB is free; predict reads a file in chunks"):
+    _little_memory(monkeypatch, free=20_000)  # the 16 kB of float32 fit, pyarrow's columns and the array do not
+    with pytest.raises(NetfitError, match=r"reading '.*data.csv' whole \(about 16.0 kB of numbers\) would need "
+                                          r"32.0 kB of memory but only 20.0 kB is free; predict reads a file in chunks"):
         read_file(path)
     assert sum(len(table.X) for table in iter_tables(path, chunk_rows=500)) == 2000
 
@@ -870,3 +873,158 @@ def test_a_csv_separated_by_semicolons_is_named_as_such(tmp_path):
     path = _csv(tmp_path, "a;b;c;label\n1;2;3;0\n4;5;6;1\n")
     with pytest.raises(NetfitError, match="separated by semicolons, but netfit reads comma-separated files"):
         read_file(path, target="label")
+
+
+# ----------------------------------------------------------------------------- Parquet and Feather
+
+
+def _iris_files(tmp_path):
+    """scikit-learn's iris table (150 rows, 4 numeric columns, species labels) as CSV, Parquet and Feather."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+    import pyarrow.parquet as pq
+    from sklearn.datasets import load_iris
+
+    iris = load_iris()
+    names = ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+    species = iris.target_names[iris.target]
+    lines = [",".join(names + ["species"])] + [",".join([*(repr(float(v)) for v in row), label])
+                                                for row, label in zip(iris.data, species)]
+    (tmp_path / "iris.csv").write_text("\n".join(lines) + "\n")
+    table = pa.table({**{name: iris.data[:, j] for j, name in enumerate(names)}, "species": species.tolist()})
+    pq.write_table(table, tmp_path / "iris.parquet", row_group_size=40)
+    feather.write_feather(table, tmp_path / "iris.feather", chunksize=64)
+    return iris, names
+
+
+@pytest.mark.parametrize("name", ["iris.parquet", "iris.feather"])
+def test_parquet_and_feather_give_the_rows_of_the_same_csv(tmp_path, name):
+    iris, names = _iris_files(tmp_path)
+    csv = read_file(tmp_path / "iris.csv", target="species")
+    table = read_file(tmp_path / name, target="species")
+    assert table.X.dtype == np.float32 and table.X.shape == (150, 4) and table.feature_names == names
+    np.testing.assert_array_equal(table.X, csv.X)
+    np.testing.assert_array_equal(table.X, iris.data.astype(np.float32))
+    assert table.y.tolist() == csv.y.tolist() == iris.target_names[iris.target].tolist()
+    chunks = list(iter_tables(tmp_path / name, target="species", chunk_rows=50))  # row groups of 40, batches of 64
+    assert [len(chunk.X) for chunk in chunks] == [50, 50, 50]
+    np.testing.assert_array_equal(np.concatenate([chunk.X for chunk in chunks]), csv.X)
+
+
+def test_parquet_features_by_name_and_column_types(tmp_path):
+    _, names = _iris_files(tmp_path)
+    table = read_file(tmp_path / "iris.parquet", target="species", features=["petal_width", "sepal_length"])
+    assert table.feature_names == ["petal_width", "sepal_length"] and table.ignored == ("sepal_width", "petal_length")
+    ignored = read_file(tmp_path / "iris.parquet", target="species", column_types={"sepal_width": "ignore"})
+    assert ignored.X.shape == (150, 3) and ignored.ignored == ("sepal_width",)
+    with pytest.raises(NetfitError, match=r"data.columns names 'petal_widht'.*did you mean 'petal_width'"):
+        read_file(tmp_path / "iris.parquet", target="species", column_types={"petal_widht": "ignore"})
+
+
+def test_parquet_keeps_stored_types_and_refuses_what_is_no_feature(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"n": pa.array([1, 2, None], pa.int64()), "flag": [True, False, True],
+                             "city": pa.array(["Oslo", None, "Oslo"]).dictionary_encode(),
+                             "tags": [[1], [2], []], "y": [0, 1, 0]}), tmp_path / "mixed.parquet")
+    with pytest.raises(NetfitError, match=r"column 'tags' holds list<element: int64> values.*"
+                                          r'data.columns.tags = "ignore"'):
+        read_file(tmp_path / "mixed.parquet", target="y")
+    table = read_file(tmp_path / "mixed.parquet", target="y", column_types={"tags": "ignore"})
+    assert isinstance(table.X, pa.Table) and table.X.column_names == ["n", "flag", "city"]
+    assert [field.type for field in table.X.schema] == [pa.float32(), pa.float32(), pa.string()]
+    assert table.X["n"].to_pylist() == [1.0, 2.0, None] and table.X["city"].to_pylist() == ["Oslo", None, "Oslo"]
+    assert table.y.dtype == np.int64 and table.ignored == ("tags",)
+
+
+def test_truncated_parquet_is_one_line_naming_the_file(tmp_path):
+    _iris_files(tmp_path)
+    data = (tmp_path / "iris.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[: len(data) // 2])
+    with pytest.raises(NetfitError, match=r"'.*cut.parquet' is not a readable Parquet file \(.*\); it is damaged, "
+                                          "truncated or not Parquet") as err:
+        read_file(tmp_path / "cut.parquet", target="species")
+    assert "\n" not in str(err.value)
+
+
+def test_damaged_feather_is_one_line_naming_the_file(tmp_path):
+    _iris_files(tmp_path)
+    data = (tmp_path / "iris.feather").read_bytes()
+    (tmp_path / "cut.feather").write_bytes(data[: len(data) // 2])
+    with pytest.raises(NetfitError, match=r"'.*cut.feather' is not a readable Feather or Arrow IPC file") as err:
+        read_file(tmp_path / "cut.feather", target="species")
+    assert "\n" not in str(err.value)
+
+
+# ----------------------------------------------------------------------------- text columns and data.columns
+
+
+def test_csv_with_a_text_column_gives_a_pyarrow_table_in_feature_order(tmp_path):
+    import pyarrow as pa
+
+    path = _csv(tmp_path, "rooms,color,zip,price\n3,red,01234,100\n,blue,98765,250\n2,,01234,175\n")
+    table = read_file(path, target="price")
+    assert isinstance(table.X, pa.Table) and table.X.column_names == ["rooms", "color", "zip"]
+    assert table.X.schema.types == [pa.float32(), pa.string(), pa.float32()]  # zip looks like numbers
+    assert table.X["rooms"].to_pylist() == [3.0, None, 2.0] and table.X["color"].to_pylist() == ["red", "blue", None]
+    assert table.y.tolist() == [100, 250, 175]
+    declared = read_file(path, target="price", column_types={"zip": "categorical", "rooms": "ignore"})
+    assert declared.X.column_names == ["color", "zip"] and declared.ignored == ("rooms",)
+    assert declared.X["zip"].to_pylist() == ["01234", "98765", "01234"]  # leading zeros kept
+    chunks = list(iter_tables(path, target="price", column_types={"zip": "categorical"}, chunk_rows=2))
+    assert [chunk.X.num_rows for chunk in chunks] == [2, 1]
+    assert all(chunk.X.schema.types == [pa.float32(), pa.string(), pa.string()] for chunk in chunks)
+
+
+def test_numbers_with_a_typo_are_refused_not_read_as_categories(tmp_path):
+    rows = "".join(f"{i % 50 + 20},{i % 2}\n" for i in range(399))
+    path = _csv(tmp_path, "age,y\n" + rows + "4O,1\n")  # a letter O in data row 400, line 401
+    with pytest.raises(NetfitError, match=r"non-numeric value '4O' at line 401 \(data row 400\), column 'age'; fix the "
+                                          r'cell, or set data.columns.age = "categorical" if the column holds categories'):
+        read_file(path, target="y")
+    assert read_file(path, target="y", column_types={"age": "categorical"}).X["age"].to_pylist()[-1] == "4O"
+    with pytest.raises(NetfitError, match=r"'4O' at line 401.*data.columns.age = \"numeric\" says it holds numbers"):
+        read_file(path, target="y", column_types={"age": "numeric"})
+
+
+def test_a_text_column_far_down_a_large_csv_is_typed_over_the_whole_file(tmp_path):
+    import pyarrow as pa
+
+    # The first megabyte types 'kind' as numbers; a tenth of its cells further down are words.
+    rows = [f"{i},{i % 7}" for i in range(200_000)] + [f"{i},{'abcdefg'[i % 7]}" for i in range(200_000, 220_000)]
+    path = _csv(tmp_path, "x,kind\n" + "\n".join(rows) + "\n")
+    table = read_file(path)
+    assert isinstance(table.X, pa.Table) and table.X.schema.types == [pa.float32(), pa.string()]
+    assert table.X["kind"][0].as_py() == "0" and table.X["kind"][-1].as_py() == "abcdefg"[219_999 % 7]
+
+
+def test_wine_csv_and_parquet_agree_and_train_through_the_cli(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sklearn.datasets import load_wine
+
+    from netfit.cli import main
+
+    wine = load_wine()
+    names = [name.replace("/", "_") for name in wine.feature_names]
+    pq.write_table(pa.table({**{n: wine.data[:, j] for j, n in enumerate(names)}, "cultivar": wine.target}),
+                   tmp_path / "wine.parquet")
+    raw = load_raw(DataSpec(path=tmp_path / "wine.parquet", target="cultivar"))
+    assert raw.X_train.dtype == np.float32 and raw.X_train.shape == (178, 13) and raw.y_train.dtype == np.int64
+    data = (tmp_path / "wine.parquet").read_bytes()
+    (tmp_path / "cut.parquet").write_bytes(data[:-100])
+    code = main(["train", "--set", f'data.path="{tmp_path / "cut.parquet"}"', "--set", "data.target=cultivar",
+                 "--set", "train.epochs=1", "--out", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "cut.parquet' is not a readable Parquet file" in err and not (tmp_path / "runs").exists()
+
+
+def test_csv_text_cells_may_hold_quoted_line_breaks_and_commas(tmp_path):
+    path = _csv(tmp_path, 'stars,review\n5,"good, cheap\nwould buy again"\n1,"broke"\n2,abc\n')
+    table = read_file(path, target="stars")
+    assert table.X["review"].to_pylist() == ["good, cheap\nwould buy again", "broke", "abc"]
+    assert table.y.tolist() == [5, 1, 2]
+    with pytest.raises(NetfitError, match=r"line 5 has 1 fields but the header has 2"):
+        read_file(_csv(tmp_path, 'stars,review\n5,"good\nbad"\n1,x\n3\n', "ragged.csv"), target="stars")

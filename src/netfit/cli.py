@@ -80,8 +80,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", parents=[common, columns], help="predict labels (or values) for new rows or images")
     p.add_argument("run", type=Path, help="run directory")
     p.add_argument("input", type=Path, nargs="+",
-                   help="rows to predict: CSV, .npy, .npz or IDX images; for a run trained on an image folder, "
-                        "image files or folders of them (the CSV then starts with a path column)")
+                   help="rows to predict: CSV, Parquet, Feather, .npy, .npz or IDX images; for a run trained on an "
+                        "image folder, image files or folders of them (the CSV then starts with a path column)")
     p.add_argument("-o", "--output", type=Path, help="write a CSV here instead of to stdout")
     p.add_argument("--force", action="store_true", help="replace the -o file if it exists")
     p.add_argument("--proba", action="store_true", help="add one probability column per class")
@@ -115,7 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             _build_parser().print_help()
             return EXIT_USER
-        code = _COMMANDS[args.command](args)
+        with _warnings_as_notes():
+            code = _COMMANDS[args.command](args)
         sys.stdout.flush()  # here, so that a reader gone away is caught below rather than at exit
         return code
     except TrainingInterrupted as stop:
@@ -141,6 +142,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"netfit: internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback "
               "and report it)", file=sys.stderr)
         return EXIT_BUG
+
+
+@contextmanager
+def _warnings_as_notes():
+    """netfit's own warnings as one ``netfit: warning:`` line on stderr each, not Python's two-line form."""
+    import warnings
+
+    from .errors import UnseenValuesWarning
+
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UnseenValuesWarning):
+            print(f"netfit: warning: {message}", file=sys.stderr)
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", UnseenValuesWarning)
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            warnings.showwarning = previous
 
 
 # ----------------------------------------------------------------------------- commands
@@ -217,7 +242,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _labelled_rows(model, args: argparse.Namespace):
     """The rows of ``--data`` with their targets, and how to name them: an IDX folder gives its test part."""
-    from .data import Table, check_arrays, read_file
+    from .data import Table, read_file
     from .data.formats import infer_format, read_idx_dir
 
     source = str(args.data)
@@ -235,7 +260,7 @@ def _labelled_rows(model, args: argparse.Namespace):
     if table.y is None:
         raise NetfitError(f"{args.data} has no targets to evaluate against; give a labelled file")
     _note_ignored(table.ignored)
-    check_arrays(table.X.reshape(len(table.X), -1), table.y, source)
+    _check_rows(model, table.X, table.y, source)
     return table, source
 
 
@@ -324,13 +349,21 @@ class _PredictionColumns:
 
 def _feature_chunks(model, args: argparse.Namespace, path: Path):
     """Raw feature rows of ``path``, a chunk at a time, checked as training rows were."""
-    from .data import check_arrays, iter_tables
+    from .data import iter_tables
 
     for table in iter_tables(path, args.format, **_columns_as_trained(model, args, path)):
         _note_ignored(table.ignored)
         if len(table.X):
-            check_arrays(table.X.reshape(len(table.X), -1), None, str(path))
+            _check_rows(model, table.X, None, str(path))
         yield table.X
+
+
+def _check_rows(model, X, y, source: str) -> None:
+    """Refuse rows the run cannot read; a table of named columns is checked by the run's column encoder."""
+    from .data import check_arrays
+
+    if isinstance(X, np.ndarray):
+        check_arrays(X.reshape(len(X), -1), y, source, missing_allowed=model.preparation.encoder is not None)
 
 
 _IMAGE_CHUNK = 1024  # images decoded at a time: bounded memory for folders of any size
@@ -375,8 +408,12 @@ def _columns_as_trained(model, args: argparse.Namespace, path: Path) -> dict[str
     header = data.header if args.header is None else args.header
     encoding = args.encoding or data.encoding
     features = model.preparation.feature_names
+    # Each column read as the run read it: with an encoder, a text column stays text even where a
+    # chunk of the new file happens to hold only numbers.
+    encoder = model.preparation.encoder
+    types = {c.name: c.kind for c in encoder.columns} if encoder is not None else data.columns
     options: dict[str, Any] = {"header": header, "encoding": encoding,
-                               "features": tuple(features) if features else None}
+                               "features": tuple(features) if features else None, "column_types": types or None}
     if not header and features and (args.format or infer_format(path)) == "csv":
         width = len(csv_columns(path, header=False, encoding=encoding))
         trained_headerless = not data.header and features == [f"f{i}" for i in range(len(features))]

@@ -332,7 +332,8 @@ def _missing_error(source: str, name: str, row: int, count: int, kind: str) -> N
 
 def infer_column_types(table: pa.Table, declared: dict[str, str], source: str) -> dict[str, str]:
     """Each feature column's type: as ``data.columns`` says, else from its values (see the module docstring)."""
-    unknown = [name for name in declared if name not in table.column_names]
+    # An "ignore" column was left out by the reader already (which refused a name not in the file).
+    unknown = [name for name, kind in declared.items() if name not in table.column_names and kind != "ignore"]
     if unknown:
         near = nearest(unknown[0], table.column_names)
         raise NetfitError(f"data.columns names {unknown[0]!r}, which is not a feature column of {source}"
@@ -359,7 +360,7 @@ def check_cells(table: pa.Table, types: dict[str, str], missing: Any, source: st
         column = table.column(name)
         absent = column.is_null()
         if kind == "numeric" and pa.types.is_floating(column.type):
-            absent = pc.or_(absent, pc.is_nan(column))
+            absent = pc.or_(absent, pc.fill_null(pc.is_nan(column), False))  # is_nan(null) is null
         count = pc.sum(absent).as_py() or 0
         if count:
             row = pc.index(absent, True).as_py()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["NetfitError", "TrainingInterrupted"]
+__all__ = ["NetfitError", "TrainingInterrupted", "UnseenValuesWarning"]
 
 
 class NetfitError(Exception):
@@ -11,6 +11,10 @@ class NetfitError(Exception):
     The message is one line that names the problem and what to do about it. The CLI
     prints it and exits with code 2; internal bugs raise other exceptions and exit 1.
     """
+
+
+class UnseenValuesWarning(UserWarning):
+    """Rows to predict hold categories never seen in training; they were given the "unseen" bucket."""
 
 
 class TrainingInterrupted(Exception):

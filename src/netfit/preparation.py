@@ -10,6 +10,7 @@ is used.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 from .columns import ColumnEncoder
 from .data.checks import check_arrays
 from .data.images import ImageGeometry
-from .errors import NetfitError
+from .errors import NetfitError, UnseenValuesWarning
 from .features import Features, InputLayout
 from .scaling import Scaler
 from .spec import MAX_WIDTH
@@ -165,7 +166,11 @@ class Preparation:
         array of the numeric columns in order) become encoded :class:`Features`.
         """
         if self.encoder is not None:
-            features = self.encoder.transform(X, source)[0]
+            features, unseen = self.encoder.transform(X, source)
+            if unseen:
+                counts = ", ".join(f"{name!r}: {count}" for name, count in unseen.items())
+                warnings.warn(f"{source}: rows with values not seen in training ({counts}) get the \"unseen\" "
+                              "bucket of their column", UnseenValuesWarning, stacklevel=3)
             # Numbers and one-hot columns only: a plain tensor, for a plain network.
             return features.dense if self.encoder.layout.plain else features
         X = np.asarray(X)

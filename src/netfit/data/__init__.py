@@ -5,8 +5,10 @@
 (``data.test_fraction``), and checks the arrays. Modules, one concept each:
 
 - ``formats``: reading data files whole (``read_file``, ``read_table``) or in chunks (``iter_tables``)
-- ``csvfile``, ``npfile``, ``idx``, ``images``: the readers of CSV, NumPy and IDX files and of image folders
-  behind ``formats``
+- ``csvfile``, ``parquetfile``, ``arrowfile``, ``npfile``, ``idx``, ``images``: the readers of CSV,
+  Parquet, Feather/Arrow IPC, NumPy and IDX files and of image folders behind ``formats``
+- ``columns``: which named columns are features, targets or ignored (``data.columns``)
+- ``convert``: Arrow columns to features (float32 ndarray, or a pyarrow.Table when some are text) and targets
 - ``table``: ``Table``, what a reader returns
 - ``checks``: refusing arrays that cannot be trained on (``check_arrays``)
 - ``datasets``: the built-in datasets by name (``DATASETS``, ``load_builtin``)
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 
 from ..errors import NetfitError
 from .checks import check_arrays
@@ -71,8 +74,8 @@ def load_raw(spec: DataSpec, features: list[str] | None = None) -> RawData:
             )
         raw = dataclasses.replace(
             raw,
-            X_train=raw.X_train[keep], y_train=raw.y_train[keep],
-            X_test=raw.X_train[held], y_test=raw.y_train[held],
+            X_train=_rows(raw.X_train, keep), y_train=raw.y_train[keep],
+            X_test=_rows(raw.X_train, held), y_test=raw.y_train[held],
         )
     return raw
 
@@ -80,9 +83,9 @@ def load_raw(spec: DataSpec, features: list[str] | None = None) -> RawData:
 def _load_files(spec: DataSpec, features: list[str] | None) -> RawData:
     path = Path(spec.path).expanduser()
     format = spec.format or infer_format(path)
-    text = {"header": spec.header, "encoding": spec.encoding}
+    text = {"header": spec.header, "encoding": spec.encoding, "column_types": spec.columns or None}
     if format == "csv" and spec.target is None:
-        columns = csv_columns(path, **text)
+        columns = csv_columns(path, header=spec.header, encoding=spec.encoding)
         raise NetfitError(
             f"data.target is not set; name the CSV column to predict, e.g. --set data.target={columns[-1]} "
             f"(columns: {', '.join(columns[:12])}{', ...' if len(columns) > 12 else ''})"
@@ -100,7 +103,7 @@ def _load_files(spec: DataSpec, features: list[str] | None) -> RawData:
     else:
         train = read_file(path, format, spec.target, **text, **({"features": features} if features else {}))
     _require_targets(train, str(path), format)
-    check_arrays(train.X, train.y, str(path), train.feature_names)
+    _check(train, str(path), spec)
 
     if spec.test_path is not None:
         if test is not None:
@@ -109,16 +112,19 @@ def _load_files(spec: DataSpec, features: list[str] | None) -> RawData:
             )
         test_path = Path(spec.test_path).expanduser()
         test_format = spec.format or infer_format(test_path)
-        # By name, so a test file with its columns in another order (or an extra id column) still lines up.
-        by_name = {"features": train.feature_names} if test_format == "csv" and train.feature_names else {}
+        # By name, so a test file with its columns in another order (or an extra id column) still lines up,
+        # and typed as the training columns were, so that a text column stays text in both.
+        by_name = {}
+        if test_format in _NAMED_FORMATS and train.feature_names:
+            by_name = {"features": train.feature_names, "column_types": _types_of(train, spec.columns)}
         if geometry is not None:  # the test images are read as the training images were
             test = Table(*read_image_folder(test_path, geometry=geometry)[:2])
         else:
-            test = read_file(test_path, test_format, spec.target, **text, **by_name)
+            test = read_file(test_path, test_format, spec.target, **{**text, **by_name})
         test_source = str(test_path)
         _require_targets(test, test_source, test_format)
     if test is not None:
-        check_arrays(test.X, test.y, test_source, test.feature_names)
+        _check(test, test_source, spec)
         _require_same_columns(train, test, str(path), test_source)
 
     return RawData(
@@ -127,7 +133,7 @@ def _load_files(spec: DataSpec, features: list[str] | None) -> RawData:
         y_train=train.y,
         X_test=None if test is None else test.X,
         y_test=None if test is None else test.y,
-        kind="image" if train.X.dtype == np.uint8 else "table",
+        kind="image" if isinstance(train.X, np.ndarray) and train.X.dtype == np.uint8 else "table",
         feature_names=train.feature_names,
         test_ignored=() if test is None else test.ignored,
         image=geometry,
@@ -141,9 +147,9 @@ def _require_targets(table: Table, source: str, format: str) -> None:
 
 
 def _require_same_columns(train: Table, test: Table, train_source: str, test_source: str) -> None:
-    if train.X.shape[1] != test.X.shape[1]:
+    if _width(train.X) != _width(test.X):
         raise NetfitError(
-            f"{test_source!r} has {test.X.shape[1]} features but {train_source!r} has {train.X.shape[1]}; "
+            f"{test_source!r} has {_width(test.X)} features but {train_source!r} has {_width(train.X)}; "
             "give the test data the same columns"
         )
     if train.feature_names and test.feature_names and train.feature_names != test.feature_names:
@@ -152,3 +158,33 @@ def _require_same_columns(train: Table, test: Table, train_source: str, test_sou
             f"column {column + 1} is {test.feature_names[column]!r} in {test_source!r} but "
             f"{train.feature_names[column]!r} in {train_source!r}; give both files the same columns in the same order"
         )
+
+
+# Formats whose columns have names: a test file is read by the training file's names and types.
+_NAMED_FORMATS = ("csv", "parquet", "feather")
+
+
+def _check(table: Table, source: str, spec: DataSpec) -> None:
+    # A pyarrow.Table of features (text columns) is checked by the encoder that turns it into numbers,
+    # as are missing numbers that data.missing.numeric = "impute" fills in.
+    if isinstance(table.X, np.ndarray):
+        check_arrays(table.X, table.y, source, table.feature_names,
+                     missing_allowed=spec.missing.numeric == "impute")
+    elif table.X.num_rows == 0:
+        raise NetfitError(f"{source}: the dataset has no rows; check that the file holds data")
+
+
+def _width(X: np.ndarray | pa.Table) -> int:
+    return X.num_columns if isinstance(X, pa.Table) else X.shape[1]
+
+
+def _rows(X: np.ndarray | pa.Table, index: np.ndarray) -> np.ndarray | pa.Table:
+    return X.take(pa.array(index)) if isinstance(X, pa.Table) else X[index]
+
+
+def _types_of(table: Table, declared: dict[str, str]) -> dict[str, str]:
+    """How each feature column of ``table`` was read: numbers, or text (as declared, else categorical)."""
+    if not isinstance(table.X, pa.Table):
+        return {name: "numeric" for name in table.feature_names or []}
+    return {field.name: "numeric" if pa.types.is_floating(field.type) else declared.get(field.name, "categorical")
+            for field in table.X.schema}

@@ -15,6 +15,9 @@ def check_arrays(
 ) -> None:
     """Raise NetfitError if ``X`` and ``y`` cannot be trained on.
 
+    ``X`` is an ndarray; a pyarrow.Table of features (a file with text columns) is checked by
+    the encoder that turns it into numbers.
+
     Refused: ``X`` that is not a 2-D (rows, features) array, no rows or no features,
     non-numeric features, targets that are neither one value per row (n,) nor one row of
     values per row (n, k), NaN or infinite features or targets, and a different number of
@@ -53,7 +56,7 @@ def check_arrays(
             name = f" ({feature_names[column]!r})" if feature_names else ""
             raise NetfitError(
                 f"{source}: {int(bad.sum())} NaN or infinite feature value(s), the first at row {row}, "
-                f"column {column}{name} (0-based); fill in or drop those rows"
+                f"column {column}{name} (0-based); fill in or drop those rows, or set data.missing.numeric = \"impute\""
             )
     if y is not None and y.dtype == object:
         # Labels handed over from pandas: a missing one is None or NaN, which would become a class.

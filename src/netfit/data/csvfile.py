@@ -1,15 +1,25 @@
-"""CSV files: decoded by their byte-order mark or data.encoding, with an explicit header, parsed in batches.
+"""CSV files: the header read and checked by netfit, the rows parsed by pyarrow.csv, bad cells named by netfit.
 
-One parser serves both the whole-file reader and the chunked one. Rows are read in batches of a
-bounded number of cells and each batch is converted to float64 at once, so the Python strings a
-batch needs (one object per cell, about 60 bytes each) never pile up for the whole file: reading
-a file costs its float64 result, twice while the batches are joined, plus one batch.
+Reading a CSV file takes three steps:
 
-The encoding comes from a byte-order mark when the file starts with one (UTF-8, UTF-16 or UTF-32),
-else from ``data.encoding``, else UTF-8. Bytes that do not decode, and NUL characters (what UTF-16
-without a byte-order mark, or a binary file, looks like as UTF-8), are refused with their line and
-column. Whether the first row names the columns is said by the caller (``data.header``), never
-guessed: a header row made only of numbers is refused as the data row it probably is.
+1. The header row (or, without one, the first row) is read in Python: its encoding (a
+   byte-order mark, else ``data.encoding``, else UTF-8), its names (no duplicates, no empty
+   ones, not a row of numbers: whether the first row names the columns is said by the caller,
+   ``data.header``, never guessed) and which columns are features, targets or ignored.
+2. pyarrow.csv parses the rows, on every core, into typed columns. The first block (1 MB) is
+   parsed first to type each feature column: numbers are then read straight into float32 (never
+   float64), text as strings; targets are always read as text and typed by netfit (int64,
+   float64 or labels, ``convert``). A whole file of numbers is streamed into one float32 array
+   sized by its line breaks, which are counted, and the result checked against free memory,
+   before any row is parsed.
+3. When pyarrow fails (a ragged row, bytes that do not decode, a NUL character, a cell that is
+   not a number in a column read as numbers), the file is read again in Python, row by row, only
+   to find and name the first bad line and cell: pyarrow's messages name neither the file's line
+   (it counts rows) nor what to do. The same Python reader gives the line of a bad cell that
+   ``convert`` found in a parsed column. It is never the normal path: it is many times slower.
+
+Missing cells (empty, NA, N/A, null, nan, in any case) become NaN in a numeric column and null
+in a text one; netfit decides later what to do with them (``data.missing``).
 """
 
 from __future__ import annotations
@@ -17,30 +27,32 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import itertools
-import os
-from operator import itemgetter
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator, NamedTuple
+from typing import BinaryIO, Iterator, NamedTuple
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from ..errors import NetfitError
 from ..files import describe_bytes, open_regular, require_memory
-from ..registry import nearest
+from .columns import Columns, listing, plan_columns
+from .convert import MISSING, Origin, empty_float32, features_of, is_numeric, is_text, rechunked, targets_of
 from .table import ReadOptions, Table
 
 __all__ = ["csv_tables", "csv_columns"]
 
-# Cells that mean "no value", compared after strip() and lower().
-_MISSING = frozenset({"", "na", "n/a", "nan", "null"})
-
-_BLOCK = 1 << 20  # bytes decoded at a time
+# Bytes per block: decoded at a time by the Python reader, parsed per task by pyarrow (whose
+# per-block cost is already small at 1 MB; larger blocks in flight cost memory and gain nothing).
+_BLOCK = 1 << 20
 # A longer line is no table row (a million columns of 60 characters each): refusing it bounds the
 # memory a file without line breaks can take.
 _MAX_LINE = 1 << 26
-# Cells per parsed batch: about 16 MB of Python strings, whatever the width of the file.
-_BATCH_CELLS = 1 << 18
+# What pyarrow reads as null: netfit's missing markers, in the spellings files use. A cell with
+# spaces around one (" NA ") is read as text and recognised by ``convert``.
+_NULLS = sorted({spelling for cell in MISSING for spelling in (cell, cell.upper(), cell.capitalize())}
+                | {"NaN", "N/A", "Null"})
 
 # Longest marks first: the UTF-32 LE mark starts with the UTF-16 LE one.
 _BOMS = (
@@ -53,46 +65,381 @@ _BOMS = (
 _ENCODING_FIX = ('set data.encoding (--encoding on evaluate and predict; e.g. "latin-1" or "cp1252"), or save '
                  'the file as UTF-8')
 _NO_HEADER_FIX = "if the file has no header row, set data.header = false (--no-header on evaluate/predict)"
+_MEMORY_FIX = "predict reads a file in chunks; to train on it, use a sample of its rows or a machine with more memory"
 
 
 def csv_columns(path: str | Path, *, header: bool = True, encoding: str | None = None,
                 names: list[str] | tuple[str, ...] | None = None) -> list[str]:
     """The column names of a CSV file: its header row, or ``names``/f0, f1, ... when it has none."""
-    source = str(path)
     options = ReadOptions(header=header, encoding=encoding, names=None if names is None else tuple(names))
     with open_regular(path, "data file") as handle:
-        reader = csv.reader(_lines(handle, source, encoding))
-        try:
-            return _column_names(reader, source, options)[0]
-        except csv.Error as err:
-            raise NetfitError(f"{source!r} line {reader.line_num} is not valid CSV ({err}); fix that line") from None
+        return _Head.read(handle, str(path), options).names
 
 
 def csv_tables(path: Path, options: ReadOptions, chunk_rows: int | None) -> Iterator[Table]:
     """The tables of a CSV file: one for the whole file (``chunk_rows`` None), else at most ``chunk_rows`` rows each.
 
-    A single target column comes back as int64 when every cell is an integer literal ("25",
-    "-3"), float64 when every cell is a number, else as str labels. In chunks each chunk decides
-    for itself; the whole-file table decides over every row. Several target columns must all be
-    numbers and come back as float64 of shape (rows, targets).
+    Targets are typed by ``convert``; in chunks each chunk types its own, the whole-file table
+    over every row. Feature columns are typed from the first block of the file (in chunks, once
+    for all chunks); a whole-file read types a column again over every row when text turns up
+    further down in a column of numbers.
     """
     source = str(path)
     with open_regular(path, "data file") as handle:
-        reader = csv.reader(_lines(handle, source, options.encoding))
+        head = _Head.read(handle, source, options)
+        plan = plan_columns(head.names, options, source)
+        reader = _Reader(path, handle, head, plan, options)
+        if chunk_rows is None:
+            yield reader.whole()
+        else:
+            yield from reader.chunks(chunk_rows)
+
+
+# ----------------------------------------------------------------------------- the header, in Python
+
+
+class _Head(NamedTuple):
+    """What the first row of a CSV file says, and where its data rows start."""
+
+    names: list[str]
+    codec: str  # the text encoding of the rows
+    offset: int  # bytes before the first data row
+    has_header: bool
+
+    @staticmethod
+    def read(handle: BinaryIO, source: str, options: ReadOptions) -> "_Head":
+        codec, skip = _codec(handle, options.encoding)
+        consumed: list[str] = []
+
+        def recorded(lines):
+            for line in lines:
+                consumed.append(line)
+                yield line
+
+        reader = csv.reader(recorded(_lines(handle, source, options.encoding)))
         try:
-            names, first = _column_names(reader, source, options)
-            plan = _plan(names, options, source)
-            batches = _batches(reader, source, names, first, options.header, chunk_rows)
-            if chunk_rows is None:
-                size = os.fstat(handle.fileno()).st_size
-                yield _whole_table(batches, plan, names, source, lambda: handle.tell() / max(size, 1))
-            else:
-                for batch in batches:
-                    X, y = _convert(batch, plan, names, source)
-                    yield Table(X, None if y is None or plan.multi else _typed_target(y), plan.feature_names,
-                                plan.ignored)
+            row = next((row for row in reader if row), None)  # blank lines hold no row
         except csv.Error as err:
             raise NetfitError(f"{source!r} line {reader.line_num} is not valid CSV ({err}); fix that line") from None
+        names = _column_names(row, reader.line_num, source, options)
+        if not options.header:
+            consumed.clear()  # the first row is data: pyarrow parses it with the others
+        # The bytes of what was decoded: the encoder of the file's own encoding gives them back
+        # exactly (less any byte-order mark the encoder would write, hence the empty string).
+        offset = skip + sum(len(line.encode(codec)) - len("".encode(codec)) for line in consumed)
+        # pyarrow decodes UTF-8 itself; any other name makes it decode through Python's codecs.
+        return _Head(names, "utf8" if codecs.lookup(codec).name == "utf-8" else codec, offset, options.header)
+
+
+def _codec(handle: BinaryIO, encoding: str | None) -> tuple[str, int]:
+    """The encoding of the file and the bytes of its byte-order mark, from its first bytes."""
+    head = handle.read(4)
+    handle.seek(0)
+    for mark, codec, _ in _BOMS:
+        if head.startswith(mark):
+            return codec, len(mark)
+    return encoding or "utf-8", 0
+
+
+def _column_names(row: list[str] | None, line: int, source: str, options: ReadOptions) -> list[str]:
+    if not options.header:
+        if row is None:
+            raise NetfitError(f"CSV file {source!r} is empty; it has no rows")
+        if options.names is None:
+            return [f"f{i}" for i in range(len(row))]
+        names = list(options.names)
+        if len(set(names)) != len(names):
+            raise ValueError(f"names {names} repeat a name")
+        if len(row) != len(names):
+            raise NetfitError(f"{source!r} line {line} has {len(row)} fields but {len(names)} column "
+                              f"names were given ({listing(names)}); give a file with those columns")
+        return names
+    if options.names is not None:
+        raise ValueError("names are for files without a header row (header=False)")
+    if row is None:
+        raise NetfitError(f"CSV file {source!r} is empty; it needs a header row with column names")
+    names = [name.strip() for name in row]
+    if all(_is_number(name) for name in names):
+        raise NetfitError(f"the first row of {source!r} looks like data, not column names ({listing(names, 6)}); "
+                          f"{_NO_HEADER_FIX}")
+    unnamed = [i + 1 for i, name in enumerate(names) if not name]
+    if unnamed:
+        raise NetfitError(f"column {unnamed[0]} of {source!r} has no name in the header row; name every column, "
+                          f"or {_NO_HEADER_FIX}")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise NetfitError(f"{source!r} names column {name!r} twice in its header row (columns {seen[name] + 1} "
+                              f"and {i + 1}); give every column its own name")
+        seen[name] = i
+    return names
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- the rows, in pyarrow
+
+
+class _Reader:
+    """The data rows of one open CSV file, parsed by pyarrow with the column types of its first block."""
+
+    def __init__(self, path: Path, handle: BinaryIO, head: _Head, plan: Columns, options: ReadOptions) -> None:
+        self.path, self.handle, self.head, self.plan, self.options = path, handle, head, plan, options
+        self.source = str(path)
+        self.origin = Origin(self.source, self._locate)
+        self.types: dict[str, pa.DataType] = {}  # none yet: the first block is read with pyarrow's typing
+        sample = self._first_block()
+        self.sample_rows = sample.num_rows
+        self.kinds = self._kinds(sample)  # feature -> "numeric" or "string"
+        # How pyarrow reads each column: a numeric feature typed as numbers in the first block
+        # straight into float32 (or bool), everything else as text for ``convert``.
+        self.types = {name: pa.string() for name in plan.targets}
+        for name, kind in self.kinds.items():
+            sampled = sample.schema.field(name).type
+            numeric = kind == "numeric" and is_numeric(sampled)
+            self.types[name] = (pa.bool_() if pa.types.is_boolean(sampled) else pa.float32()) if numeric \
+                else pa.string()
+
+    # ------------------------------------------------------------------ reading
+
+    def whole(self) -> Table:
+        rows = self._count_rows()
+        numbers = rows * (4 * len(self.plan.features) + 8 * len(self.plan.targets))
+        # Counted before any row is parsed, so a file that cannot fit is refused in a second, not
+        # by running out of memory halfway; a file with text columns holds pyarrow's columns and
+        # the result together for a moment: twice the result.
+        require_memory(2 * numbers, f"reading {self.source!r} whole (about {describe_bytes(numbers)} of numbers)",
+                       _MEMORY_FIX)
+        if all(self.types[name] != pa.string() for name in self.plan.features):
+            try:
+                return self._numbers_whole(rows)
+            except _Retype:
+                pass
+        try:
+            table = self._read_all(self.types)
+        except _Retype:
+            # A column typed as numbers by its first block holds text further down: read the
+            # feature columns again with pyarrow's typing over the whole file, and let
+            # ``convert`` decide whether that text is categories or typos.
+            retyped = {name: type_ for name, type_ in self.types.items()
+                       if name in self.plan.targets or type_ == pa.string()}
+            retyped.update({name: pa.string() for name, kind in self.plan.declared.items() if kind == "numeric"})
+            try:
+                table = self._read_all(retyped)
+            except _Retype as again:
+                raise self._fault(again.__cause__) from None
+        return self._table(table, typo_check=True)
+
+    def _numbers_whole(self, rows: int) -> Table:
+        """A file whose features are all numbers, streamed batch by batch into one float32 array.
+
+        Streaming, rather than pyarrow's whole-table read, never holds pyarrow's columns and the
+        result at once: the peak is the result plus a few blocks. ``rows`` is an upper bound.
+        """
+        features = self.plan.features
+        X = empty_float32(rows, len(features))
+        targets: list[pa.RecordBatch] = []
+        done = 0
+        for batch in self._batches(self.types):
+            if done + batch.num_rows > len(X):  # fewer line breaks than rows: an encoding without 0x0A
+                X = np.concatenate([X, empty_float32(max(len(X), batch.num_rows), len(features))])
+            for j, name in enumerate(features):
+                column = batch.column(name)
+                if not pa.types.is_floating(column.type):
+                    column = pc.cast(column, pa.float32())  # booleans
+                X[done:done + batch.num_rows, j] = column.to_numpy(zero_copy_only=False)  # nulls become NaN
+            targets.append(batch.select(self.plan.targets))
+            done += batch.num_rows
+        if done == 0:
+            self._refuse_empty()
+        table = pa.Table.from_batches(targets, pa.schema([(name, pa.string()) for name in self.plan.targets]))
+        self._check_text(table)
+        y = targets_of([table[name] for name in self.plan.targets], self.plan, self.origin)
+        return Table(X[:done], y, list(features), self.plan.ignored)
+
+    def _read_all(self, types: dict[str, pa.DataType]) -> pa.Table:
+        try:
+            return pacsv.read_csv(self._rows(), read_options=self._read_options(_BLOCK), parse_options=_PARSE,
+                                  convert_options=self._convert_options(types))
+        except (pa.ArrowInvalid, UnicodeDecodeError) as err:
+            raise self._retype_or_fault(err) from err
+
+    def _batches(self, types: dict[str, pa.DataType]) -> Iterator[pa.RecordBatch]:
+        stream = pacsv.open_csv(self._rows(), read_options=self._read_options(_BLOCK), parse_options=_PARSE,
+                                convert_options=self._convert_options(types))
+        while True:
+            try:
+                yield stream.read_next_batch()
+            except StopIteration:
+                return
+            except (pa.ArrowInvalid, UnicodeDecodeError) as err:
+                raise self._retype_or_fault(err) from err
+
+    def _retype_or_fault(self, err: Exception) -> Exception:
+        """A cell that is not a number in a column read as numbers may be a category: the caller decides."""
+        if "conversion error" in str(err):
+            return _Retype()
+        return self._fault(err)
+
+    def _count_rows(self) -> int:
+        """At least the number of data rows: the line breaks after the header, plus one."""
+        self.handle.seek(self.head.offset)
+        breaks = [0, 0]
+        while block := self.handle.read(_BLOCK):
+            breaks[0] += block.count(b"\n")
+            breaks[1] += block.count(b"\r")
+        return max(breaks) + 1
+
+    def chunks(self, chunk_rows: int) -> Iterator[Table]:
+        # Streaming fixes every column's type up front: a text column stays text in every chunk.
+        declared = {**self.plan.declared, **{name: ("numeric" if kind == "numeric" else "categorical")
+                                             for name, kind in self.kinds.items()}}
+        plan = self.plan._replace(declared=declared)
+        schema = pa.schema([(name, self.types[name]) for name in self.plan.selected])
+        start = 0
+        try:
+            for table in rechunked(self._batches(self.types), schema, chunk_rows):
+                yield self._table(table, typo_check=False, plan=plan, start=start)
+                start += table.num_rows
+        except _Retype as err:  # a later cell is not a number in a column its first block typed as numbers
+            raise self._fault(err.__cause__) from None
+        if start == 0:
+            self._refuse_empty()
+
+    def _table(self, table: pa.Table, *, typo_check: bool, plan: Columns | None = None, start: int = 0) -> Table:
+        plan = plan or self.plan
+        if table.num_rows == 0:
+            self._refuse_empty()
+        self._check_text(table)
+        origin = self.origin._replace(start=start)
+        y = targets_of([table[name] for name in plan.targets], plan, origin)
+        rows, columns = table.num_rows, [table[name] for name in plan.features]
+        del table  # ``features_of`` frees each column once copied; nothing else may hold them
+        return Table(features_of(columns, rows, plan, origin, typo_check=typo_check), y, list(plan.features),
+                     plan.ignored)
+
+    def _check_text(self, table: pa.Table) -> None:
+        for field in table.schema:
+            # pyarrow types text that is not UTF-8 as binary and keeps NUL characters in text:
+            # both mean the file is not text in its encoding, which the Python reader names.
+            if pa.types.is_binary(field.type) or (
+                    is_text(field.type) and pc.any(pc.match_substring(table[field.name], "\x00")).as_py()):
+                raise self._fault(None)
+
+    def _refuse_empty(self):
+        raise NetfitError(f"{self.source!r} has no rows: only a header row ({listing(self.head.names, 6)}); "
+                          "add data rows below it")
+
+    def _first_block(self) -> pa.Table:
+        """The rows of the file's first block, typed by pyarrow (declared text stays text)."""
+        types = {name: pa.string() for name in self.plan.targets}
+        types.update({name: pa.string() for name, kind in self.plan.declared.items()})
+        try:
+            stream = pacsv.open_csv(self._rows(), read_options=self._read_options(_BLOCK), parse_options=_PARSE,
+                                    convert_options=self._convert_options(types))
+            try:
+                batches = [stream.read_next_batch()]
+            except StopIteration:
+                batches = []
+            return pa.Table.from_batches(batches, stream.schema)
+        except (pa.ArrowInvalid, UnicodeDecodeError) as err:
+            raise self._fault(err) from None
+
+    def _kinds(self, sample: pa.Table) -> dict[str, str]:
+        """Each feature: "numeric" or "string", from data.columns or the first block's cells."""
+        kinds = {}
+        for name in self.plan.features:
+            declared = self.plan.declared.get(name)
+            if declared is not None:
+                kinds[name] = "numeric" if declared == "numeric" else "string"
+                continue
+            type_ = sample.schema.field(name).type
+            if pa.types.is_binary(type_):
+                raise self._fault(None)
+            if is_numeric(type_):
+                kinds[name] = "numeric"
+            elif is_text(type_) and sample.num_rows:
+                # Numbers with a few typos are refused now; numbers read as text (" NA ") are numbers.
+                column = features_of([sample[name]], sample.num_rows, self.plan._replace(features=[name], declared={}), self.origin,
+                                     typo_check=True)
+                kinds[name] = "numeric" if isinstance(column, np.ndarray) else "string"
+            else:
+                kinds[name] = "string"  # text, and dates or times: CSV cells are text
+        return kinds
+
+    def _rows(self) -> pa.PythonFile:
+        self.handle.seek(self.head.offset)
+        return pa.PythonFile(self.handle, mode="r")
+
+    def _read_options(self, block: int) -> pacsv.ReadOptions:
+        return pacsv.ReadOptions(column_names=self.head.names, block_size=block, encoding=self.head.codec,
+                                 use_threads=True)
+
+    def _convert_options(self, types: dict[str, pa.DataType]) -> pacsv.ConvertOptions:
+        return pacsv.ConvertOptions(include_columns=self.plan.selected, column_types=types, null_values=_NULLS,
+                                    strings_can_be_null=True, quoted_strings_can_be_null=True)
+
+    # ------------------------------------------------------------------ naming what went wrong, in Python
+
+    def _fault(self, err: Exception | None) -> NetfitError:
+        """The first fault of the file, found by reading it again in Python: a NetfitError to raise."""
+        numeric = [self.head.names.index(name) for name, type_ in self.types.items()
+                   if not pa.types.is_string(type_) and name in self.plan.features]
+        for batch_start, (row, line) in enumerate(self._python_rows()):
+            for column in numeric:
+                text = row[column]
+                if text.strip().lower() in MISSING or _is_number(text):
+                    continue
+                name = self.head.names[column]
+                declared = self.plan.declared.get(name) == "numeric"
+                fix = (f'fix the cell (data.columns.{name} = "numeric" says it holds numbers)' if declared
+                       else f'fix the cell, or set data.columns.{name} = "categorical" if the column holds categories')
+                return NetfitError(f"{self.source!r}: non-numeric value {text!r} at line {line} (data row "
+                                   f"{batch_start + 1}), column {name!r}; {fix}")
+        reason = str(err).strip().splitlines()[0] if err is not None else "unknown"
+        return NetfitError(f"{self.source!r} could not be read as CSV ({reason}); check the file")
+
+    def _locate(self, row: int, name: str) -> str:
+        for index, (_, line) in enumerate(self._python_rows()):
+            if index == row:
+                return f"line {line} (data row {row + 1}), column {name!r}"
+        return f"data row {row + 1}, column {name!r}"
+
+    def _python_rows(self) -> Iterator[tuple[list[str], int]]:
+        """Every data row with its line, from a fresh read; a row of the wrong width or a bad byte raises."""
+        with open_regular(self.path, "data file") as handle:
+            reader = csv.reader(_lines(handle, self.source, self.options.encoding))
+            width = len(self.head.names)
+            counted = "the header has" if self.head.has_header else "the first row has"
+            try:
+                if self.head.has_header:
+                    next((row for row in reader if row), None)
+                for row in reader:
+                    if not row:  # a blank line, e.g. at the end of the file
+                        continue
+                    if len(row) != width:
+                        raise NetfitError(f"{self.source!r} line {reader.line_num} has {len(row)} fields but "
+                                          f"{counted} {width}; fix that line (a missing or extra comma?)")
+                    yield row, reader.line_num
+            except csv.Error as err:
+                raise NetfitError(f"{self.source!r} line {reader.line_num} is not valid CSV ({err}); "
+                                  "fix that line") from None
+
+
+class _Retype(Exception):
+    """pyarrow met a cell that is not a number in a column read as numbers."""
+
+
+# Quoted cells may hold line breaks (a review over several lines), as Python's csv allows; on a
+# 92 MB file of numbers pyarrow parses as fast with this on as off.
+_PARSE = pacsv.ParseOptions(delimiter=",", quote_char='"', double_quote=True, newlines_in_values=True,
+                            ignore_empty_lines=True)
 
 
 # ----------------------------------------------------------------------------- bytes to lines
@@ -178,271 +525,3 @@ def _not_text(source: str, bom: str | None, encoding: str | None, what: str) -> 
     return NetfitError(f"{source!r} is not UTF-8 text: {what}; {_ENCODING_FIX}")
 
 
-# ----------------------------------------------------------------------------- header and columns
-
-
-class _Plan(NamedTuple):
-    """Which columns of the file are read, as what."""
-
-    features: list[int]
-    targets: list[int]
-    multi: bool  # data.target is a list: y is (rows, targets), numbers only
-    feature_names: list[str]
-    ignored: tuple[str, ...]
-
-
-def _next_row(reader) -> list[str] | None:
-    return next((row for row in reader if row), None)  # blank lines hold no row
-
-
-def _column_names(reader, source: str, options: ReadOptions) -> tuple[list[str], tuple[list[str], int] | None]:
-    """The file's column names, and its first data row with its line when the file has no header row."""
-    row = _next_row(reader)
-    if not options.header:
-        if row is None:
-            raise NetfitError(f"CSV file {source!r} is empty; it has no rows")
-        if options.names is None:
-            return [f"f{i}" for i in range(len(row))], (row, reader.line_num)
-        names = list(options.names)
-        if len(set(names)) != len(names):
-            raise ValueError(f"names {names} repeat a name")
-        if len(row) != len(names):
-            raise NetfitError(f"{source!r} line {reader.line_num} has {len(row)} fields but {len(names)} column "
-                              f"names were given ({_listing(names)}); give a file with those columns")
-        return names, (row, reader.line_num)
-    if options.names is not None:
-        raise ValueError("names are for files without a header row (header=False)")
-    if row is None:
-        raise NetfitError(f"CSV file {source!r} is empty; it needs a header row with column names")
-    names = [name.strip() for name in row]
-    if all(_is_number(name) for name in names):
-        raise NetfitError(f"the first row of {source!r} looks like data, not column names ({_listing(names, 6)}); "
-                          f"{_NO_HEADER_FIX}")
-    unnamed = [i + 1 for i, name in enumerate(names) if not name]
-    if unnamed:
-        raise NetfitError(f"column {unnamed[0]} of {source!r} has no name in the header row; name every column, "
-                          f"or {_NO_HEADER_FIX}")
-    seen: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if name in seen:
-            raise NetfitError(f"{source!r} names column {name!r} twice in its header row (columns {seen[name] + 1} "
-                              f"and {i + 1}); give every column its own name")
-        seen[name] = i
-    return names, None
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _plan(names: list[str], options: ReadOptions, source: str) -> _Plan:
-    targets = []
-    for target in options.targets:
-        if target not in names:
-            hint = nearest(target, names)
-            did_you_mean = f"did you mean {hint!r}? " if hint else ""
-            raise NetfitError(
-                f"{source!r} has no column {target!r}; {did_you_mean}columns: {_listing(names)}; "
-                f"{_separator_hint(names) or 'set data.target'}"
-            )
-        targets.append(names.index(target))
-    if options.features is None:
-        features = [i for i in range(len(names)) if i not in targets]
-    else:
-        wanted = list(options.features)
-        if len(set(wanted)) != len(wanted) or set(wanted) & set(options.targets):
-            raise ValueError(f"features {wanted} repeat a column or include a target")
-        for name in wanted:
-            if name not in names:
-                hint = nearest(name, names)
-                did_you_mean = f" (did you mean {hint!r}?)" if hint else ""
-                raise NetfitError(
-                    f"{source!r} has no feature column {name!r}{did_you_mean}; its columns are {_listing(names)}, "
-                    f"and the features to read are {_listing(wanted)}; "
-                    f"{_separator_hint(names) or 'add or rename that column'}"
-                )
-        features = [names.index(name) for name in wanted]
-    used = set(features) | set(targets)
-    ignored = tuple(name for i, name in enumerate(names) if i not in used)
-    return _Plan(features, targets, not isinstance(options.target, str) and options.target is not None,
-                 [names[i] for i in features], ignored)
-
-
-def _separator_hint(names: list[str]) -> str | None:
-    """What to say when a header holds one name with semicolons or tabs in it: another separator."""
-    for separator, called in ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")):
-        if len(names) == 1 and separator in names[0]:
-            return (f"its columns seem to be separated by {called}, but netfit reads comma-separated files: "
-                    "save it with commas")
-    return None
-
-
-def _listing(names: list[str], limit: int = 12) -> str:
-    """``a, b, c`` for messages; a long list is cut, so that one line stays one readable line."""
-    if len(names) <= limit:
-        return ", ".join(names)
-    return f"{', '.join(names[:limit])}, ... ({len(names)} in all)"
-
-
-# ----------------------------------------------------------------------------- rows to arrays
-
-
-class _Batch(NamedTuple):
-    rows: list[list[str]]
-    lines: list[int]  # the file line of each row, for messages
-    start: int  # data rows before this batch
-
-
-def _batches(reader, source: str, names: list[str], first: tuple[list[str], int] | None, header: bool,
-             chunk_rows: int | None) -> Iterator[_Batch]:
-    width = len(names)
-    limit = max(1, _BATCH_CELLS // max(width, 1))
-    if chunk_rows is not None:
-        limit = min(limit, chunk_rows)
-    rows, lines = ([first[0]], [first[1]]) if first else ([], [])
-    done = 0
-    counted = "the header has" if header else "the first row has"
-    for row in reader:
-        if not row:  # a blank line, e.g. at the end of the file
-            continue
-        if len(row) != width:
-            raise NetfitError(f"{source!r} line {reader.line_num} has {len(row)} fields but {counted} {width}; "
-                              "fix that line (a missing or extra comma?)")
-        rows.append(row)
-        lines.append(reader.line_num)
-        if len(rows) >= limit:
-            yield _Batch(rows, lines, done)
-            done += len(rows)
-            rows, lines = [], []
-    if rows:
-        yield _Batch(rows, lines, done)
-    elif done == 0:
-        raise NetfitError(f"{source!r} has no rows: only a header row ({_listing(names, 6)}); add data rows below it")
-
-
-def _convert(batch: _Batch, plan: _Plan, names: list[str], source: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """Features as float64, and targets: float64 (rows, k) for several, stripped text for one, or None."""
-    X = _numbers(batch, plan.features, names, source, "feature")
-    if not plan.targets:
-        return X, None
-    if plan.multi:
-        return X, _numbers(batch, plan.targets, names, source, "target")
-    return X, _target_text(batch, plan.targets[0], names[plan.targets[0]], source)
-
-
-def _cells(rows: list[list[str]], columns: list[int], width: int) -> Iterable[str]:
-    """The cells of ``columns``, row after row."""
-    if columns == list(range(width)):
-        return itertools.chain.from_iterable(rows)
-    if len(columns) == 1:
-        return map(itemgetter(columns[0]), rows)
-    if not columns:
-        return ()
-    return itertools.chain.from_iterable(map(itemgetter(*columns), rows))
-
-
-def _numbers(batch: _Batch, columns: list[int], names: list[str], source: str, role: str) -> np.ndarray:
-    rows = batch.rows
-    try:
-        values = np.fromiter(map(float, _cells(rows, columns, len(names))), np.float64, len(rows) * len(columns))
-    except ValueError:
-        _refuse_first_bad_cell(batch, columns, names, source, role)
-        raise  # float() failed on a cell that float() accepts: a bug, not the user's
-    values = values.reshape(len(rows), len(columns))
-    missing = np.isnan(values)  # "nan" parses as NaN; the other missing markers failed above
-    if missing.any():
-        row, j = divmod(int(np.argmax(missing.reshape(-1))), len(columns))
-        raise NetfitError(f"{source!r}: {_missing(role)} at {_where(batch, row, names[columns[j]])}; "
-                          "fill it in or drop the row")
-    return values
-
-
-def _refuse_first_bad_cell(batch: _Batch, columns: list[int], names: list[str], source: str, role: str) -> None:
-    for row, cells in enumerate(batch.rows):
-        for column in columns:
-            text = cells[column]
-            if text.strip().lower() in _MISSING:
-                raise NetfitError(f"{source!r}: {_missing(role)} at {_where(batch, row, names[column])}; "
-                                  "fill it in or drop the row")
-            try:
-                float(text)
-            except ValueError:
-                if role == "feature":
-                    fix = (f"feature columns must hold numbers, so encode or drop column {names[column]!r}, "
-                           "or make it the target with data.target")
-                else:
-                    fix = ("with several targets (data.target is a list) every target column must hold numbers; "
-                           "predict text labels with one target column")
-                raise NetfitError(f"{source!r}: non-numeric {'target ' if role == 'target' else ''}value {text!r} "
-                                  f"at {_where(batch, row, names[column])}; {fix}") from None
-
-
-def _missing(role: str) -> str:
-    return "missing value" if role == "feature" else "missing target value"
-
-
-def _where(batch: _Batch, row: int, name: str) -> str:
-    return f"line {batch.lines[row]} (data row {batch.start + row + 1}), column {name!r}"
-
-
-def _target_text(batch: _Batch, column: int, name: str, source: str) -> np.ndarray:
-    cells = [row[column].strip() for row in batch.rows]
-    missing = next((row for row, cell in enumerate(cells) if cell.lower() in _MISSING), None)
-    if missing is not None:
-        raise NetfitError(f"{source!r}: missing target value at {_where(batch, missing, name)}; "
-                          "fill it in or drop the row")
-    try:
-        # Bytes take a quarter of the memory of str, and numbers and most labels are ASCII.
-        return np.array(cells, dtype=np.bytes_)
-    except UnicodeEncodeError:
-        return np.array(cells, dtype=np.str_)
-
-
-def _typed_target(text: np.ndarray) -> np.ndarray:
-    """int64 when every cell is an integer literal, float64 when every cell is a number, else the text as str.
-
-    The dtype says what the file holds, and the caller reads it: "25" is a count or a class id,
-    "25.0" a measurement. A cell that is not an integer fails the int64 parse at once, so a float
-    or text column costs one extra parse of its first cells only.
-    """
-    try:
-        return text.astype(np.int64)
-    except ValueError:
-        pass
-    except OverflowError:
-        return text.astype(np.float64)  # integers beyond int64 are no class ids; keep them as numbers
-    try:
-        return text.astype(np.float64)
-    except ValueError:
-        return text.astype(np.str_)  # class labels; the caller maps them to ids
-
-
-def _whole_table(batches: Iterator[_Batch], plan: _Plan, names: list[str], source: str,
-                 done: Callable[[], float]) -> Table:
-    """Every batch joined into one table; ``done()`` is the share of the file read so far."""
-    features, targets = [], []
-    for batch in batches:
-        X, y = _convert(batch, plan, names, source)
-        if not features:
-            # Projected from the first batch, so a file that cannot fit is refused in a second, not
-            # by running out of memory halfway; the join at the end needs the result twice.
-            projected = int((X.nbytes + (0 if y is None else y.nbytes)) / max(done(), 1e-9))
-            require_memory(2 * projected, f"reading {source!r} whole (about {describe_bytes(projected)} of "
-                                          "numbers)", "predict reads a file in chunks; to train on it, use a sample "
-                                                      "of its rows or a machine with more memory")
-        features.append(X)
-        targets.append(y)
-    # Joining holds the batches and the result at once: twice the result, the peak of a whole-file read.
-    X = features[0] if len(features) == 1 else np.concatenate(features)
-    del features
-    y = None
-    if plan.targets:
-        y = targets[0] if len(targets) == 1 else np.concatenate(targets)
-        del targets
-        if not plan.multi:
-            y = _typed_target(y)  # over every row: a first chunk of integers does not decide for a float column
-    return Table(X, y, plan.feature_names, plan.ignored)
