@@ -110,8 +110,12 @@ class Features:
         return Features(batch.dense, batch.codes, indptr, batch.bag_indices, batch.bag_weights)
 
     def arrays(self) -> list[np.ndarray]:
-        """The parts as NumPy arrays, in a fixed order (for hashing the training rows)."""
-        return [t.cpu().numpy() for t in self._parts()]
+        """The parts as NumPy arrays, in a fixed order (for hashing the training rows).
+
+        An empty part, (n, 0) when a table has no dense or no embedded column, comes as its shape:
+        the hash reads an array's bytes through a memoryview, which refuses a zero-size 2-D array.
+        """
+        return [t.cpu().numpy() if t.numel() else np.asarray(t.shape) for t in self._parts()]
 
 
 def stack_features(parts: list[Features]) -> Features:
