@@ -287,3 +287,10 @@ def test_unseen_categories_get_the_unseen_bucket_and_missing_cells_are_filled(wi
     assert len(wine_run.model.predict(rows)) == 3
     loaded = netfit.load(wine_run.run_dir)
     np.testing.assert_array_equal(loaded.predict(rows), wine_run.model.predict(rows))
+
+
+def test_a_dict_of_columns_that_is_no_table_is_refused_naming_the_column(text_run):
+    with pytest.raises(NetfitError, match=r"column 'description' is 'GNU tools', not a list of cells"):
+        text_run.model.predict({"description": "GNU tools"})
+    with pytest.raises(NetfitError, match=r"column 'section' has 1 cells but column 'description' has 2"):
+        text_run.model.predict({"description": ["GNU tools", "a library"], "section": ["libs"]})
