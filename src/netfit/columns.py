@@ -260,7 +260,14 @@ def as_arrow(table: Any, names: list[str], source: str) -> pa.Table:
     if isinstance(table, pa.Table):
         pass
     elif isinstance(table, dict):
-        table = pa.table({str(k): _column_array(v) for k, v in table.items()})
+        columns = {str(k): _column_array(v, str(k), source) for k, v in table.items()}
+        lengths = {name: len(column) for name, column in columns.items()}
+        if len(set(lengths.values())) > 1:
+            first, rows = next(iter(lengths.items()))
+            odd = next(n for n in lengths if lengths[n] != rows)
+            raise NetfitError(f"{source}: column {odd!r} has {lengths[odd]} cells but column {first!r} has {rows}; "
+                              "give every column one cell per row")
+        table = pa.table(columns)
     elif hasattr(table, "__dataframe__") or type(table).__name__ == "DataFrame":
         table = pa.Table.from_pandas(table, preserve_index=False)
     else:
@@ -269,7 +276,7 @@ def as_arrow(table: Any, names: list[str], source: str) -> pa.Table:
             raise NetfitError(f"{source}: rows have shape {array.shape} but the model reads {len(names)} columns "
                               f"({', '.join(names[:8])}{', ...' if len(names) > 8 else ''}); pass a table with those "
                               "columns (a pyarrow Table, a dict of columns or a pandas DataFrame)")
-        table = pa.table({name: _column_array(array[:, i]) for i, name in enumerate(names)})
+        table = pa.table({name: _column_array(array[:, i], name, source) for i, name in enumerate(names)})
     missing = [name for name in names if name not in table.column_names]
     if missing:
         near = nearest(missing[0], table.column_names)
@@ -278,10 +285,13 @@ def as_arrow(table: Any, names: list[str], source: str) -> pa.Table:
     return table
 
 
-def _column_array(values: Any) -> pa.Array:
+def _column_array(values: Any, name: str, source: str) -> pa.Array:
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         return values
     array = np.asarray(values)
+    if array.ndim != 1:  # a single string or number, or a nested list: pyarrow's message names no column
+        raise NetfitError(f"{source}: column {name!r} is {_shown(values)}, not a list of cells; give every column "
+                          "as a list (or 1-D array) with one cell per row")
     if array.dtype.kind == "O":
         try:  # pyarrow types a list of numbers and None as numbers with nulls, of strings as strings
             return pa.array(array.tolist(), from_pandas=True)
@@ -289,6 +299,11 @@ def _column_array(values: Any) -> pa.Array:
             return pa.array([None if v is None or (isinstance(v, float) and v != v) else str(v)
                              for v in array.tolist()], pa.string())
     return pa.array(array)
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _numbers(column: pa.ChunkedArray, name: str, source: str) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import warnings
 from collections import OrderedDict
 from typing import Callable
 
@@ -60,7 +61,11 @@ class TableInput(nn.Module):
         super().__init__()
         self.layout = layout
         self.embeddings = nn.ModuleList(nn.Embedding(codes, width, padding_idx=0) for codes, width in layout.embeddings)
-        self.dense = nn.Linear(layout.dense + sum(width for _, width in layout.embeddings), out_features)
+        with warnings.catch_warnings():
+            # A text-only table has no dense input: the Linear still holds the layer's bias, and
+            # torch's warning that initialising its empty weight does nothing is noise to a user.
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors", UserWarning)
+            self.dense = nn.Linear(layout.dense + sum(width for _, width in layout.embeddings), out_features)
         self.bag = nn.EmbeddingBag(layout.vocabulary, out_features, mode="sum") if layout.vocabulary else None
         bound = 1 / math.sqrt(max(layout.width, 1))
         nn.init.uniform_(self.dense.weight, -bound, bound)
