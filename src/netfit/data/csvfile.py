@@ -391,7 +391,9 @@ class _Reader:
         """The first fault of the file, found by reading it again in Python: a NetfitError to raise."""
         numeric = [self.head.names.index(name) for name, type_ in self.types.items()
                    if not pa.types.is_string(type_) and name in self.plan.features]
+        seen = False
         for batch_start, (row, line) in enumerate(self._python_rows()):
+            seen = True
             for column in numeric:
                 text = row[column]
                 if text.strip().lower() in MISSING or _is_number(text):
@@ -402,6 +404,8 @@ class _Reader:
                        else f'fix the cell, or set data.columns.{name} = "categorical" if the column holds categories')
                 return NetfitError(f"{self.source!r}: non-numeric value {text!r} at line {line} (data row "
                                    f"{batch_start + 1}), column {name!r}; {fix}")
+        if not seen:  # pyarrow's "Empty CSV file": a header row and nothing below it
+            self._refuse_empty()
         reason = str(err).strip().splitlines()[0] if err is not None else "unknown"
         return NetfitError(f"{self.source!r} could not be read as CSV ({reason}); check the file")
 
