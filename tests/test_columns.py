@@ -16,6 +16,7 @@ from sklearn.datasets import load_diabetes, load_wine
 
 import netfit
 from netfit import NetfitError
+from netfit.errors import UnseenValuesWarning
 from netfit.columns import ColumnEncoder, fit_encoder, infer_column_types
 from netfit.features import InputLayout, TableBatch
 from netfit.model import TableInput
@@ -101,7 +102,8 @@ def test_a_value_unseen_in_training_gets_the_unseen_bucket():
         else:
             one_hot = features.dense[:, 13:17]
             assert one_hot[0].sum() == 0 and one_hot[1].sum() == 1
-        assert len(model.predict(pa.table(rows))) == 2
+        with pytest.warns(UnseenValuesWarning, match="'alcohol_band': 1"):
+            assert len(model.predict(pa.table(rows))) == 2
 
 
 def test_table_input_is_one_linear_over_the_whole_row():
