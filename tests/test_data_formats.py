@@ -768,6 +768,9 @@ def test_csv_missing_feature_column_is_named_with_the_nearest(tmp_path):
     with pytest.raises(NetfitError, match=r"has no feature column 'sepal'.*did you mean 'sepal_len'\?.*"
                                           r"its columns are sepal_len, petal, label"):
         read_file(path, features=["sepal", "petal"])
+    # A run's features come with their types: the missing one is still named as a feature, not as data.columns.
+    with pytest.raises(NetfitError, match=r"has no feature column 'sepal'.*add or rename that column"):
+        read_file(path, features=["sepal", "petal"], column_types={"sepal": "numeric", "petal": "categorical"})
 
 
 def test_features_by_name_on_a_file_without_names_must_match_in_number(tmp_path):
