@@ -77,6 +77,10 @@ def test_missing_cells_are_refused_naming_the_row_or_filled_with_training_median
         netfit.fit({"train": {"epochs": 1}}, table, y, out=None, **QUIET)
     assert "3 missing value(s) in numeric column 'magnesium', the first at row 3" in str(err.value)
     assert 'data.missing.numeric = "impute"' in str(err.value)
+    # Test rows held out of the same rows still count, and the row is the table's own, not the training part's.
+    with pytest.raises(NetfitError) as err:
+        netfit.fit({"train": {"epochs": 1}, "data": {"test_fraction": 0.5}}, table, y, out=None, **QUIET)
+    assert "3 missing value(s) in numeric column 'magnesium', the first at row 3 " in str(err.value)
     spec = {"model": {"hidden": [8]}, "train": {"epochs": 1}, "data": {"missing": {"numeric": "impute"}}}
     run = netfit.fit(spec, table, y, out=None, **QUIET)
     column = next(c for c in run.model.preparation.encoder.columns if c.name == "magnesium")

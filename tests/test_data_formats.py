@@ -227,6 +227,18 @@ def test_csv_missing_value_is_nan_and_refused_by_row_and_column_unless_imputed(t
         load_raw(DataSpec(path=path, target="y"))
 
 
+def test_csv_true_false_column_declared_numeric_reads_as_when_inferred(tmp_path):
+    # A run declares every column's type, so predict reads a boolean column as declared numeric.
+    path = _csv(tmp_path, "a,flag,y\n1,true,0\n3,false,1\n")
+    inferred = read_file(path, target="y")
+    declared = read_file(path, target="y", column_types={"flag": "numeric"})
+    np.testing.assert_array_equal(declared.X, [[1, 1], [3, 0]])
+    np.testing.assert_array_equal(declared.X, inferred.X)
+    with pytest.raises(NetfitError, match=r"non-numeric value 'abc' at line 3 \(data row 2\), column 'a'; fix the cell "
+                                          r'\(data.columns.a = "numeric"'):
+        read_file(_csv(tmp_path, "a,y\n1,0\nabc,1\n", "typo.csv"), target="y", column_types={"a": "numeric"})
+
+
 def test_csv_missing_target_value(tmp_path):
     path = _csv(tmp_path, "a,y\n1,cat\n2,\n")
     with pytest.raises(NetfitError, match=r"missing target value at line 3 \(data row 2\), column 'y'"):
@@ -756,6 +768,9 @@ def test_csv_missing_feature_column_is_named_with_the_nearest(tmp_path):
     with pytest.raises(NetfitError, match=r"has no feature column 'sepal'.*did you mean 'sepal_len'\?.*"
                                           r"its columns are sepal_len, petal, label"):
         read_file(path, features=["sepal", "petal"])
+    # A run's features come with their types: the missing one is still named as a feature, not as data.columns.
+    with pytest.raises(NetfitError, match=r"has no feature column 'sepal'.*add or rename that column"):
+        read_file(path, features=["sepal", "petal"], column_types={"sepal": "numeric", "petal": "categorical"})
 
 
 def test_features_by_name_on_a_file_without_names_must_match_in_number(tmp_path):

@@ -218,6 +218,8 @@ def test_an_image_run_refuses_images_of_another_size_when_it_was_not_resized(cap
     Image.fromarray(np.zeros((30, 20), np.uint8)).save(tmp_path / "odd.png")
     line = one_line_error(capsys, "predict", png_run, tmp_path / "odd.png")
     assert "odd.png" in line and "20x30" in line and "28x28" in line
+    # A run's size is fixed: the fix is to resize the file or to train again, not to set data.image_size.
+    assert "training images are 28x28; resize it to 28x28, or train again with data.image_size" in line
 
 
 def test_evaluate_refuses_a_class_the_run_never_saw(capsys, png_run, digits, tmp_path):

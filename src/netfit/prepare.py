@@ -151,7 +151,11 @@ def _column_types(spec: Spec, raw: RawData) -> dict[str, str] | None:
     names = list(raw.feature_names or [f"f{i}" for i in range(raw.X_train.shape[1])])
     table = as_arrow(raw.X_train, names, raw.name)
     types = infer_column_types(table, spec.data.columns, raw.name)
-    check_cells(table, types, spec.data.missing, raw.name)
+    whole = table
+    if raw.split is not None:  # data.test_fraction took test rows out of the file: put them back in place
+        order = np.argsort(np.concatenate(raw.split))
+        whole = pa.concat_tables([table, as_arrow(raw.X_test, names, raw.name)]).take(pa.array(order))
+    check_cells(whole, types, spec.data.missing, raw.name)
     return types
 
 
@@ -208,12 +212,13 @@ def _raw_from_arrays(spec: Spec, X: Any, y: Any) -> RawData:
         table = as_arrow(X, [], "X")
         if len(y) != table.num_rows:
             raise NetfitError(f"X has {table.num_rows} rows but y has {len(y)} targets; give one target per row")
-        X_test = y_test = None
+        X_test = y_test = split = None
         if spec.data.test_fraction > 0:
             keep, held = split_rows(table.num_rows, spec.data.test_fraction, spec.data.split_seed)
             table, y, X_test, y_test = _rows(table, keep), y[keep], _rows(table, held), y[held]
+            split = (keep, held)
         return RawData(name="table", X_train=table, y_train=y, X_test=X_test, y_test=y_test, kind="table",
-                       feature_names=list(table.column_names))
+                       feature_names=list(table.column_names), split=split)
     X = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
     if X.ndim > 2:
         X = X.reshape(len(X), -1)

@@ -75,7 +75,7 @@ def load_raw(spec: DataSpec, features: list[str] | None = None) -> RawData:
         raw = dataclasses.replace(
             raw,
             X_train=_rows(raw.X_train, keep), y_train=raw.y_train[keep],
-            X_test=_rows(raw.X_train, held), y_test=raw.y_train[held],
+            X_test=_rows(raw.X_train, held), y_test=raw.y_train[held], split=(keep, held),
         )
     return raw
 

@@ -45,7 +45,8 @@ def plan_columns(names: list[str], options: ReadOptions, source: str) -> Columns
             )
     types = dict(options.column_types or {})
     for name, kind in types.items():
-        if name not in names:
+        # A missing feature of a run's (or a training file's) is named below as such: the user did not write its type.
+        if name not in names and name not in (options.features or ()):
             hint = nearest(name, names)
             did_you_mean = f" (did you mean {hint!r}?)" if hint else ""
             raise NetfitError(f"data.columns names {name!r}, but {source!r} has no such column{did_you_mean}; its "

@@ -339,7 +339,9 @@ class _Reader:
     def _first_block(self) -> pa.Table:
         """The rows of the file's first block, typed by pyarrow (declared text stays text)."""
         types = {name: pa.string() for name in self.plan.targets}
-        types.update({name: pa.string() for name, kind in self.plan.declared.items()})
+        # A column declared numeric keeps pyarrow's typing, so that true/false cells are read as
+        # booleans, as they were when the column's type was inferred (a run's columns are declared).
+        types.update({name: pa.string() for name, kind in self.plan.declared.items() if kind != "numeric"})
         try:
             stream = pacsv.open_csv(self._rows(), read_options=self._read_options(_BLOCK), parse_options=_PARSE,
                                     convert_options=self._convert_options(types))

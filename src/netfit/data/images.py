@@ -156,15 +156,18 @@ def read_images(files: list[Path], geometry: ImageGeometry | None = None,
     """
     Image = _pillow()
     headers = [_header(Image, path) for path in files]  # (size, mode) of each file; no pixels decoded yet
+    trained = geometry is not None  # a run's (or the training part's) geometry: data.image_size is set already
     if geometry is None:
         geometry = _decide_geometry(files, headers, size, mode, source)
     if not geometry.resized:
         for path, (found, _) in zip(files, headers):
             if found != (geometry.width, geometry.height):
-                raise NetfitError(
-                    f"image {str(path)!r} is {found[0]}x{found[1]} pixels but the images are "
-                    f"{geometry.width}x{geometry.height}; set data.image_size = [height, width] to resize every "
-                    "image to one size")
+                size = f"{geometry.width}x{geometry.height}"
+                fix = (f"resize it to {size}, or train again with data.image_size = [height, width] to resize "
+                       "every image to one size" if trained else
+                       "set data.image_size = [height, width] to resize every image to one size")
+                raise NetfitError(f"image {str(path)!r} is {found[0]}x{found[1]} pixels but the "
+                                  f"{'training ' if trained else ''}images are {size}; {fix}")
     # One array, sized before it is allocated: a folder of large images can exceed memory.
     require_memory(len(files) * geometry.features, f"{len(files)} images of {source} ({geometry.describe()})",
                    "set data.image_size to a smaller size, or use fewer images")
