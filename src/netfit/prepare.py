@@ -21,6 +21,7 @@ from .features import Features, InputLayout
 from .preparation import Preparation
 from .scaling import Scaler, fit_scaler
 from .spec import Spec
+from .streaming import prepare_streamed, streaming_reason
 from .task import infer_task, looks_like_class_ids, refuse_constant_target
 
 __all__ = ["Preparation", "PreparedData", "Split", "prepare", "resolve_widths", "target_names"]
@@ -64,7 +65,13 @@ class PreparedData:
 
 
 def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None) -> PreparedData:
-    """Load (or take) the data, split, encode targets and fit scalers on training rows only."""
+    """Load (or take) the data, split, encode targets and fit scalers on training rows only.
+
+    A Parquet file that does not fit in memory (or ``data.streaming = true``) stays on disk: its
+    splits read rows in chunks (``netfit.streaming``).
+    """
+    if X is None and (reason := streaming_reason(spec)) is not None:
+        return prepare_streamed(spec, reason)
     raw = _raw_from_arrays(spec, X, y) if X is not None else _load_spec_data(spec)
     names = target_names(spec, raw.y_train)
     task, reason = infer_task(spec, raw.y_train, _describe_target(names))
