@@ -250,6 +250,17 @@ class StreamedRows:
         self._cached = (c, out)
         return out
 
+    def window_rows(self, chunks: np.ndarray, count: int) -> np.ndarray:
+        """The rows of ``chunks``, in that order, in one array filled chunk by chunk (no list of copies)."""
+        out = np.empty((count, self.source.width), np.float32)
+        at = 0
+        for c in chunks:
+            part = self.chunk(c)
+            out[at:at + len(part)] = part
+            at += len(part)
+        self._cached = None  # the window holds these rows now
+        return out
+
     def __getitem__(self, rows: slice) -> torch.Tensor:
         start, stop, step = rows.indices(len(self.rows))
         if step != 1:
@@ -312,7 +323,7 @@ class StreamedEpoch:
             if passed + count <= skip or step >= steps:  # wholly used before a resume: never read
                 passed += count
                 continue
-            x = torch.from_numpy(np.concatenate([rows.chunk(c) for c in chunks])).to(device)
+            x = torch.from_numpy(rows.window_rows(chunks, count)).to(device)
             index = torch.from_numpy(np.concatenate(
                 [np.arange(rows.bounds[c], rows.bounds[c + 1]) for c in chunks])).to(device)
             at = max(skip - passed, 0)
