@@ -187,9 +187,9 @@ class ParquetRows:
                                   f"{name!r}; fill in or drop those rows")
             kind = column.type
             if pat.is_integer(kind) or pat.is_boolean(kind):
-                values.append(column.to_numpy().astype(np.int64))
+                values.append(column.to_numpy().astype(np.int64, copy=False))
             elif pat.is_floating(kind):
-                values.append(column.to_numpy().astype(np.float64))
+                values.append(column.to_numpy().astype(np.float64, copy=False))
             else:
                 values.append(np.asarray([str(v) for v in column.to_pylist()]))
         return values[0] if len(values) == 1 else np.column_stack(values)
@@ -355,10 +355,10 @@ def _parts(spec: Spec, rows: int) -> _Parts:
     from .data import split_rows
 
     data = spec.data
-    kept = np.arange(rows)
-    test = None
-    if data.test_path is None and data.test_fraction > 0:
-        kept, test = split_rows(rows, data.test_fraction, data.split_seed)
+    if data.test_path is not None or data.test_fraction == 0:
+        keep, held = split_rows(rows, data.val_fraction, data.split_seed)
+        return _Parts(keep, held, None)  # the file's rows are the training part's: no index of all of them
+    kept, test = split_rows(rows, data.test_fraction, data.split_seed)
     keep, held = split_rows(len(kept), data.val_fraction, data.split_seed)
     return _Parts(kept[keep], kept[held], test)
 
