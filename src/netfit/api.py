@@ -26,6 +26,7 @@ from .progress import Progress
 from .rundir import create_run_dir, enclosing_run, finish_run, is_finished, read_run, run_lock
 from .spec import BCE, MSE, CrossEntropy, Spec, load_spec, spec_from_dict, with_absolute_paths
 from .storage import remove_tree
+from .streaming import StreamedRows
 from .train import EpochRecord, History, evaluate_split, fit_network, steps_per_epoch
 from .trained import TrainedModel
 
@@ -210,7 +211,13 @@ def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | Non
     prep = data.preparation
     reporter = Progress(progress)
     keeps_files = out_dir is not None or run_dir is not None
-    data_sha256 = data_hash(data.train.X, data.train.y) if keeps_files else ""
+    streamed = data.train.X if isinstance(data.train.X, StreamedRows) else None
+    if streamed is not None:
+        reporter.note(streamed.note)
+    if streamed is not None:  # hashed in the pass that fitted the scaler: the rows are not read again
+        data_sha256 = streamed.data_sha256 if keeps_files else ""
+    else:
+        data_sha256 = data_hash(data.train.X, data.train.y) if keeps_files else ""
     if checkpoint is not None and checkpoint.body["data_sha256"] != data_sha256:
         raise NetfitError(f"the training rows differ from those run {str(run_dir)!r} was trained on; a resume "
                           "needs the same data (same files, same data.* settings)")

@@ -226,11 +226,17 @@ def _resume_changes(overrides: list[str]) -> dict[str, Any]:
 
 def _evaluate(args: argparse.Namespace) -> int:
     model = _load_model(args.run, args.trust_module)
-    if args.data is not None:
+    from .streaming import PARQUET_SUFFIXES, streamed_file_report, streamed_test_report, streams
+
+    if args.data is not None and (args.format == "parquet" or args.data.suffix.lower() in PARQUET_SUFFIXES):
+        report, source = streamed_file_report(model, args.data), str(args.data)  # read in chunks, never whole
+    elif args.data is not None:
         table, source = _labelled_rows(model, args)
         report = model.evaluate(table.X, table.y)
     else:
-        report, source = _evaluate_test_part(model, args.data_dir), "the run's test part"
+        # A streamed run's test part is streamed again; None: not the rows it recorded, checked below.
+        report = streamed_test_report(model, args.data_dir) if streams(model.spec) else None
+        report, source = report or _evaluate_test_part(model, args.data_dir), "the run's test part"
     prefix = "test_" if args.data is None else ""
     metrics = {f"{prefix}{k}": v for k, v in report.items() if isinstance(v, (int, float)) and k != "rows"}
     if args.json:

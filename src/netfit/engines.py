@@ -24,6 +24,7 @@ from .errors import NetfitError
 from .features import Features
 from .prepare import Split
 from .registry import Registry
+from .streaming import StreamedEpoch, StreamedRows
 
 __all__ = ["StepPlan", "ENGINES", "choose_engine", "engine_name", "EagerEngine", "CompiledEngine", "GraphEngine"]
 
@@ -81,7 +82,8 @@ class EagerEngine:
         for group in self.plan.optimizer.param_groups:
             group["lr"] = rate
 
-    def _step(self, rows: torch.Tensor) -> torch.Tensor:
+    def _step(self, rows: torch.Tensor, stored: torch.Tensor | None = None) -> torch.Tensor:
+        """One step on training rows ``rows``; ``stored`` holds them already when they were streamed."""
         from .train import train_step
 
         p = self.plan
@@ -92,7 +94,8 @@ class EagerEngine:
         if self._table:
             x = p.train.inputs(rows)
         else:
-            stored = torch.index_select(p.train.X, 0, rows, out=self._stored[:n])
+            if stored is None:
+                stored = torch.index_select(p.train.X, 0, rows, out=self._stored[:n])
             x = p.train.scaler.apply(stored, out=self._inputs[:n])
         loss, finite = train_step(self.network, p.loss_fn, p.optimizer, x, p.train.y.index_select(0, rows),
                                   p.clip_grad_norm, p.autocast_dtype, p.grad_scaler, p.skip_nonfinite)
@@ -102,21 +105,29 @@ class EagerEngine:
             return torch.zeros_like(loss)
         return loss
 
-    def run_epoch(self, order: torch.Tensor, on_step: StepCallback, start: int = 0) -> tuple[torch.Tensor, int]:
-        """Steps ``start``.. of the epoch whose permutation is ``order``.
+    def run_epoch(self, order: torch.Tensor | StreamedEpoch, on_step: StepCallback,
+                  start: int = 0) -> tuple[torch.Tensor, int]:
+        """Steps ``start``.. of the epoch whose permutation is ``order`` (or whose streamed batches).
 
         Returns the summed loss (weighted by batch size, on the device) and the steps done, which
         fall short of a full epoch only when ``on_step`` asked to stop.
         """
         p = self.plan
-        loss_sum = torch.zeros((), device=order.device)
-        for i in range(start, p.steps):
-            first = i * p.batch_size
-            rows = order[first:first + (p.batch_size if i < p.full_steps else p.rest)]
-            loss_sum += self._step(rows) * len(rows)
+        loss_sum = torch.zeros((), device=self.first_bad_step.device)
+        for i, (stored, rows) in enumerate(self._batches(order, start), start):
+            loss_sum += self._step(rows, stored) * len(rows)
             if on_step(i + 1):
                 return loss_sum, i + 1
         return loss_sum, p.steps
+
+    def _batches(self, order: torch.Tensor | StreamedEpoch, start: int):
+        p = self.plan
+        if isinstance(order, StreamedEpoch):  # rows read from disk a window at a time, already gathered
+            yield from order.batches(start, p.batch_size, p.full_steps, p.rest)
+            return
+        for i in range(start, p.steps):
+            first = i * p.batch_size
+            yield None, order[first:first + (p.batch_size if i < p.full_steps else p.rest)]
 
 
 class CompiledEngine(EagerEngine):
@@ -284,6 +295,9 @@ def choose_engine(name: str, plan: StepPlan, device: torch.device):
     if name == "graph" and isinstance(plan.train.X, Features):
         return EagerEngine(plan), ("netfit: a bag of words or category codes give batches of varying size, which a "
                                    "CUDA graph cannot replay; running eagerly")
+    if name == "graph" and isinstance(plan.train.X, StreamedRows):
+        return EagerEngine(plan), ("netfit: streamed rows arrive a window at a time from disk, which a CUDA graph "
+                                   "cannot replay; running eagerly")
     if name == "graph" and plan.skip_nonfinite:
         return EagerEngine(plan), ("netfit: train.on_nonfinite = \"skip_step\" checks every step on the host, "
                                    "which a CUDA graph cannot; running eagerly")

@@ -184,7 +184,7 @@ class Preparation:
                               "give the same columns the model was trained on")
         # What training refused (NaN, text, no rows) is refused here too: a NaN row has no class.
         check_arrays(X, None, source, self.feature_names)
-        stored = X if X.dtype == np.uint8 else X.astype(np.float32)
+        stored = X if X.dtype == np.uint8 else X.astype(np.float32, copy=False)  # float32 rows: no copy
         return torch.from_numpy(np.ascontiguousarray(stored))
 
 

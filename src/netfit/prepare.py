@@ -7,7 +7,7 @@ in the run directory. Every statistic is fitted on training rows only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from .features import Features, InputLayout
 from .preparation import Preparation
 from .scaling import Scaler, fit_scaler
 from .spec import Spec
+from .streaming import prepare_streamed, streaming_reason
 from .task import infer_task, looks_like_class_ids, refuse_constant_target
 
 __all__ = ["Preparation", "PreparedData", "Split", "prepare", "resolve_widths", "target_names"]
@@ -64,7 +65,13 @@ class PreparedData:
 
 
 def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None) -> PreparedData:
-    """Load (or take) the data, split, encode targets and fit scalers on training rows only."""
+    """Load (or take) the data, split, encode targets and fit scalers on training rows only.
+
+    A Parquet file that does not fit in memory (or ``data.streaming = true``) stays on disk: its
+    splits read rows in chunks (``netfit.streaming``).
+    """
+    if X is None and (reason := streaming_reason(spec)) is not None:
+        return prepare_streamed(spec, reason)
     raw = _raw_from_arrays(spec, X, y) if X is not None else _load_spec_data(spec)
     names = target_names(spec, raw.y_train)
     task, reason = infer_task(spec, raw.y_train, _describe_target(names))
@@ -78,6 +85,9 @@ def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None
     if len(X_tr) == 0:
         raise NetfitError(f"{raw.name}: no training rows are left after the validation split; "
                           "lower data.val_fraction or add data")
+    # The parts are copies of their rows: let the file's whole matrix go, so each row is held once.
+    width = int(np.prod(raw.X_train.shape[1:]))
+    raw = replace(raw, X_train=None)
     refuse_constant_target(y_tr, names or ["the target"])
 
     classes, labels = _resolve_classes(spec, task, raw)
@@ -95,7 +105,7 @@ def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None
                               f"categorical or text columns ({encoder.describe()}); use netfit's own network "
                               "(remove model.module), or turn the columns into numbers first")
     else:
-        input_size = int(np.prod(raw.X_train.shape[1:]))
+        input_size = width
     if spec.model.input != "auto" and spec.model.module is None and spec.model.input != input_size:
         raise NetfitError(f"model.input = {spec.model.input} but {raw.name} rows have {input_size} features; "
                           'set model.input = "auto" or to the data\'s width')
@@ -160,7 +170,9 @@ def _column_types(spec: Spec, raw: RawData) -> dict[str, str] | None:
 
 
 def _rows(X, rows: np.ndarray):
-    """Rows ``rows`` of an array or a pyarrow Table."""
+    """Rows ``rows`` (sorted, distinct) of an array or a pyarrow Table; all of them without a copy."""
+    if len(rows) == len(X):
+        return X
     return X.take(pa.array(rows)) if isinstance(X, pa.Table) else X[rows]
 
 

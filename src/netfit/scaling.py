@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["Scaler", "fit_scaler"]
+__all__ = ["Scaler", "fit_scaler", "Moments"]
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,51 @@ def fit_scaler(method: str, X_train: np.ndarray) -> Scaler:
         return Scaler("none")
     if method == "divide_by_255":
         return Scaler(method, np.zeros(1, np.float32), np.full(1, 255.0, np.float32))
-    mean = X_train.mean(axis=0, dtype=np.float64)
-    std = X_train.std(axis=0, dtype=np.float64)
-    # A constant feature (a blank border pixel, say) has std 0: leave it centred, not divided by 0.
-    std[std < 1e-12] = 1.0
-    return Scaler(method, mean.astype(np.float32), std.astype(np.float32))
+    moments = Moments(X_train.shape[1])
+    for start in range(0, len(X_train), _CHUNK_ROWS):
+        moments.add_sums(X_train[start:start + _CHUNK_ROWS])
+    for start in range(0, len(X_train), _CHUNK_ROWS):
+        moments.add_squares(X_train[start:start + _CHUNK_ROWS])
+    return moments.scaler()
+
+
+# Rows per chunk when fitting: the float64 temporaries stay a few MB however many rows there are
+# (``X.std()`` of the whole matrix would make a float64 copy of it, twice the float32 data).
+_CHUNK_ROWS = 8192
+
+
+class Moments:
+    """Per-feature mean and standard deviation from rows seen in chunks, in float64 accumulators.
+
+    Two passes, as ``numpy.std`` does: the sums give the mean, then the squared deviations from
+    that mean give the variance, which avoids the cancellation of the one-pass formula. Streamed
+    training feeds it chunk by chunk from disk; ``fit_scaler`` from an array in memory.
+    """
+
+    def __init__(self, features: int) -> None:
+        self.rows = 0
+        self.sums = np.zeros(features, np.float64)
+        self.squares = np.zeros(features, np.float64)
+        self._mean: np.ndarray | None = None
+
+    def add_sums(self, chunk: np.ndarray) -> None:
+        """First pass: one chunk of (rows, features)."""
+        self.rows += len(chunk)
+        self.sums += chunk.sum(axis=0, dtype=np.float64)
+
+    def add_squares(self, chunk: np.ndarray) -> None:
+        """Second pass, over the same rows: squared deviations from the mean of the first."""
+        deviations = chunk.astype(np.float64) - self.mean
+        self.squares += np.einsum("ij,ij->j", deviations, deviations)
+
+    @property
+    def mean(self) -> np.ndarray:
+        if self._mean is None:
+            self._mean = self.sums / max(self.rows, 1)
+        return self._mean
+
+    def scaler(self) -> "Scaler":
+        std = np.sqrt(self.squares / max(self.rows, 1))
+        # A constant feature (a blank border pixel, say) has std 0: leave it centred, not divided by 0.
+        std[std < 1e-12] = 1.0
+        return Scaler("standardize", self.mean.astype(np.float32), std.astype(np.float32))

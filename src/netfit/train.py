@@ -27,6 +27,7 @@ from .progress import Progress
 from .schedules import lr_table
 from .signals import EXIT_CODES, stop_on_signals
 from .spec import TrainSpec
+from .streaming import StreamedRows
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint, Checkpointer
@@ -216,7 +217,7 @@ def fit_network(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opt
             timer = _EpochTimer(device)
             model.train()  # Dropout on, BatchNorm uses batch statistics
             shuffle_state = generator.get_state()  # what a checkpoint in this epoch records
-            order = torch.randperm(len(train), generator=generator, device=device)  # fresh shuffle every epoch
+            order = _shuffled(train, generator, device)  # fresh shuffle every epoch
             first = state.steps_into_epoch if epoch == state.epochs_done + 1 else 0
             progress.start_epoch(epoch, recipe.epochs, steps)
 
@@ -281,6 +282,13 @@ def fit_network(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Opt
         model.load_state_dict(best_state)
     history.engine = engine.name
     return history
+
+
+def _shuffled(train: Split, generator: torch.Generator, device: torch.device):
+    """The epoch's order: a permutation of the rows, or the chunk and window draws of streamed rows."""
+    if isinstance(train.X, StreamedRows):
+        return train.X.epoch(generator)
+    return torch.randperm(len(train), generator=generator, device=device)
 
 
 def _read_back(pending: list[_Pending], rows: int, first_bad_step: torch.Tensor,
