@@ -307,12 +307,13 @@ def _predict(args: argparse.Namespace) -> int:
     else:
         chunks, header = ((None, X) for X in _feature_chunks(model, args, args.input[0])), columns.header
     rows = 0
+    source = str(args.input[0]) if len(args.input) == 1 else "input"
     # Chunk by chunk: a file larger than memory is read, predicted and written a slice at a time.
-    with _csv_output(args.output) as writer:
+    with _csv_output(args.output) as writer, _unseen_values_summed(source):
         for paths, X in chunks:
-            if rows == 0:
+            predicted = columns.rows(model.logits(X, source=source, first_row=rows))
+            if rows == 0:  # after the first chunk is predicted: a refused file writes nothing
                 writer.writerow(header)
-            predicted = columns.rows(model.logits(X))
             writer.writerows(predicted if paths is None else [[str(p), *r] for p, r in zip(paths, predicted)])
             rows += len(X)
         if rows == 0:
@@ -357,19 +358,46 @@ def _feature_chunks(model, args: argparse.Namespace, path: Path):
     """Raw feature rows of ``path``, a chunk at a time, checked as training rows were."""
     from .data import iter_tables
 
+    start = 0
     for table in iter_tables(path, args.format, **_columns_as_trained(model, args, path)):
-        _note_ignored(table.ignored)
+        if start == 0:
+            _note_ignored(table.ignored)
         if len(table.X):
-            _check_rows(model, table.X, None, str(path))
+            _check_rows(model, table.X, None, str(path), start)
+        start += len(table.X)
         yield table.X
 
 
-def _check_rows(model, X, y, source: str) -> None:
+def _check_rows(model, X, y, source: str, first_row: int = 0) -> None:
     """Refuse rows the run cannot read; a table of named columns is checked by the run's column encoder."""
     from .data import check_arrays
 
     if isinstance(X, np.ndarray):
-        check_arrays(X.reshape(len(X), -1), y, source, missing_allowed=model.preparation.encoder is not None)
+        check_arrays(X.reshape(len(X), -1), y, source, missing_allowed=model.preparation.encoder is not None,
+                     first_row=first_row)
+
+
+@contextmanager
+def _unseen_values_summed(source: str):
+    """One warning for the whole file, not one per chunk, with each column's count of unseen values."""
+    import warnings
+
+    from .errors import UnseenValuesWarning
+
+    totals: dict[str, int] = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnseenValuesWarning)
+        try:
+            yield
+        finally:
+            for warning in caught:
+                if isinstance(warning.message, UnseenValuesWarning):
+                    for name, count in warning.message.counts.items():
+                        totals[name] = totals.get(name, 0) + count
+                else:
+                    warnings.showwarning(warning.message, warning.category, warning.filename, warning.lineno)
+    if totals:
+        warnings.warn(UnseenValuesWarning(source, totals), stacklevel=1)
 
 
 _IMAGE_CHUNK = 1024  # images decoded at a time: bounded memory for folders of any size

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +49,7 @@ _TEXT_WORDS = 3.0
 # _MANY_VALUES) is an id or a name, neither a category nor text: the user has to say.
 _DISTINCT_SHARE = 0.5
 _MANY_VALUES = 1000
+_ALL_DISTINCT_ROWS = 50
 
 
 # ----------------------------------------------------------------------------- fitted columns
@@ -136,11 +137,12 @@ class ColumnEncoder:
 
     # ------------------------------------------------------------------------- applying
 
-    def transform(self, table: Any, source: str) -> tuple[Features, dict[str, int]]:
+    def transform(self, table: Any, source: str, first_row: int = 0) -> tuple[Features, dict[str, int]]:
         """Encode raw rows (a pyarrow Table, or a 2-D numeric array in column order).
 
         Returns the features and, per categorical column, how many rows held a value never seen in
-        training (they get the "unseen" bucket), for the caller to report.
+        training (they get the "unseen" bucket), for the caller to report. ``first_row`` is the
+        row number of the first row in ``source`` (a chunk of a larger file), for messages.
         """
         table = as_arrow(table, self.names, source)
         n = table.num_rows
@@ -152,10 +154,11 @@ class ColumnEncoder:
         for c in self.columns:
             column = table.column(c.name)
             if isinstance(c, NumericColumn):
-                values, missing = _numbers(column, c.name, source)
+                values, missing = _numbers(column, c.name, source, first_row)
                 if missing.any():
                     if c.fill is None:
-                        raise _missing_error(source, c.name, int(np.argmax(missing)), int(missing.sum()), "numeric")
+                        raise _missing_error(source, c.name, first_row + int(np.argmax(missing)), int(missing.sum()),
+                                             "numeric")
                     values[missing] = c.fill
                 dense[:, at] = (values - c.shift) / c.scale
                 at += 1
@@ -166,8 +169,8 @@ class ColumnEncoder:
                 text, missing = _strings(column)
                 if missing.any():
                     if c.fill is None:
-                        raise _missing_error(source, c.name, int(np.argmax(missing)), int(missing.sum()),
-                                             "categorical")
+                        raise _missing_error(source, c.name, first_row + int(np.argmax(missing)),
+                                             int(missing.sum()), "categorical")
                     text[missing] = c.fill
                 index = {value: i for i, value in enumerate(c.values)}
                 ids = np.fromiter((index.get(v, -1) for v in text.tolist()), np.int64, n)
@@ -187,7 +190,8 @@ class ColumnEncoder:
                 text, missing = _strings(column)
                 if missing.any():
                     if self.missing_text == "refuse":
-                        raise _missing_error(source, c.name, int(np.argmax(missing)), int(missing.sum()), "text")
+                        raise _missing_error(source, c.name, first_row + int(np.argmax(missing)),
+                                             int(missing.sum()), "text")
                     text[missing] = ""
                 bags.append(self._bag(c, text))
         return _features(dense, codes, bags, n), unseen
@@ -306,7 +310,7 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _numbers(column: pa.ChunkedArray, name: str, source: str) -> tuple[np.ndarray, np.ndarray]:
+def _numbers(column: pa.ChunkedArray, name: str, source: str, first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """float32 values and a missing mask (null or NaN); infinities and non-numbers are refused."""
     kind = column.type
     if pa.types.is_boolean(kind):
@@ -319,7 +323,7 @@ def _numbers(column: pa.ChunkedArray, name: str, source: str) -> tuple[np.ndarra
     missing = np.isnan(values)
     infinite = np.isinf(values)
     if infinite.any():
-        row = int(np.argmax(infinite))
+        row = first_row + int(np.argmax(infinite))
         raise NetfitError(f"{source}: {int(infinite.sum())} infinite value(s) in column {name!r}, the first at row "
                           f"{row} (0-based); fix or drop those rows")
     return values, missing
@@ -335,11 +339,14 @@ def _strings(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _missing_error(source: str, name: str, row: int, count: int, kind: str) -> NetfitError:
-    fix = {"numeric": 'set data.missing.numeric = "impute" to fill them with the training median',
-           "categorical": 'set data.missing.categorical = "impute" to fill them with the most frequent training value',
-           "text": 'set data.missing.text = "empty" to read them as empty text'}[kind]
+    # Worded for training and for predicting alike: a trained run's policy is fixed, so the
+    # setting is named as something to train with.
+    fix = {"numeric": 'to fill them with the training median instead, train with data.missing.numeric = "impute"',
+           "categorical": 'to fill them with the most frequent training value instead, train with '
+                          'data.missing.categorical = "impute"',
+           "text": 'to read them as empty text instead, train with data.missing.text = "empty"'}[kind]
     return NetfitError(f"{source}: {count} missing value(s) in {kind} column {name!r}, the first at row {row} "
-                       f"(0-based); fill them in or drop those rows, or {fix}")
+                       f"(0-based); fill them in or drop those rows; {fix}")
 
 
 # ----------------------------------------------------------------------------- fitting
@@ -392,7 +399,10 @@ def _string_type(column: pa.ChunkedArray, name: str, source: str) -> str:
     if mean_words >= _TEXT_WORDS:
         return "text"
     distinct = pc.count_distinct(present).as_py()
-    if distinct > _MANY_VALUES and distinct > _DISTINCT_SHARE * len(present):
+    # Every value different in dozens of rows is an id (a name, a key): as a category, every new row
+    # would be unseen. Above _MANY_VALUES, more than _DISTINCT_SHARE distinct is the same.
+    all_distinct = distinct == len(present) and len(present) >= _ALL_DISTINCT_ROWS
+    if all_distinct or (distinct > _MANY_VALUES and distinct > _DISTINCT_SHARE * len(present)):
         raise NetfitError(f"{source}: column {name!r} has {distinct:,} distinct short values in {len(present):,} rows, "
                           "too many for categories and too short for text (an id or a name?); say what it is: "
                           f'data.columns.{name} = "ignore", "categorical" or "text"')
@@ -518,7 +528,8 @@ class _TextRecord(_Strict):
 
 
 class _EncoderRecord(_Strict):
-    columns: list[Union[_NumericRecord, _CategoricalRecord, _TextRecord]] = Field(min_length=1, max_length=100_000)
+    columns: list[Annotated[Union[_NumericRecord, _CategoricalRecord, _TextRecord], Field(discriminator="kind")]] = \
+        Field(min_length=1, max_length=100_000)
     missing_text: Literal["refuse", "empty"]
     weighting: Literal["tfidf", "counts", "binary"]
     ngrams: Literal[1, 2]

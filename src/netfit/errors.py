@@ -14,7 +14,16 @@ class NetfitError(Exception):
 
 
 class UnseenValuesWarning(UserWarning):
-    """Rows to predict hold categories never seen in training; they were given the "unseen" bucket."""
+    """Rows to predict hold categories never seen in training; they were given the "unseen" bucket.
+
+    ``counts`` maps each such column to its number of rows, so a caller can add up several chunks.
+    """
+
+    def __init__(self, source: str, counts: dict[str, int]) -> None:
+        listed = ", ".join(f"{name!r}: {count}" for name, count in counts.items())
+        super().__init__(f"{source}: rows with values not seen in training ({listed}) get the \"unseen\" bucket "
+                         "of their column")
+        self.source, self.counts = source, dict(counts)
 
 
 class TrainingInterrupted(Exception):

@@ -140,7 +140,9 @@ class Preparation:
             unknown = sorted(set(np.unique(keys).tolist()) - index.keys())
             if unknown:
                 raise NetfitError(f"{source}: label {unknown[0]!r} does not appear in the training rows "
-                                  f"(known: {', '.join(classes[:20])}{', ...' if len(classes) > 20 else ''})")
+                                  f"(known: {', '.join(classes[:20])}{', ...' if len(classes) > 20 else ''}); a "
+                                  "model cannot learn a class it never saw: drop those rows, or for a held-out part, "
+                                  "drop classes this rare or change data.split_seed")
             return np.array([index[k] for k in keys.tolist()], dtype=np.int64)
         if y.dtype.kind in "USO":
             raise NetfitError(f"{source}: this model was trained on class ids 0..{len(classes) - 1}, but the labels "
@@ -159,18 +161,17 @@ class Preparation:
             return np.array([int(c) for c in self.classes], dtype=np.int64)[ids]
         return ids
 
-    def encode_features(self, X: Any, source: str) -> torch.Tensor | Features:
+    def encode_features(self, X: Any, source: str, first_row: int = 0) -> torch.Tensor | Features:
         """Stored features (uint8 kept, else float32), unscaled, checked against the input width.
 
         With an encoder, raw table rows (a pyarrow Table, a dict of columns, a DataFrame, or an
-        array of the numeric columns in order) become encoded :class:`Features`.
+        array of the numeric columns in order) become encoded :class:`Features`. ``first_row`` numbers
+        the first row of ``X`` in ``source`` (a chunk of a larger file), for messages.
         """
         if self.encoder is not None:
-            features, unseen = self.encoder.transform(X, source)
+            features, unseen = self.encoder.transform(X, source, first_row)
             if unseen:
-                counts = ", ".join(f"{name!r}: {count}" for name, count in unseen.items())
-                warnings.warn(f"{source}: rows with values not seen in training ({counts}) get the \"unseen\" "
-                              "bucket of their column", UnseenValuesWarning, stacklevel=3)
+                warnings.warn(UnseenValuesWarning(source, unseen), stacklevel=3)
             # Numbers and one-hot columns only: a plain tensor, for a plain network.
             return features.dense if self.encoder.layout.plain else features
         X = np.asarray(X)
@@ -183,7 +184,7 @@ class Preparation:
             raise NetfitError(f"{source}: rows have {X.shape[1]} features but the model expects {self.input_size}; "
                               "give the same columns the model was trained on")
         # What training refused (NaN, text, no rows) is refused here too: a NaN row has no class.
-        check_arrays(X, None, source, self.feature_names)
+        check_arrays(X, None, source, self.feature_names, first_row=first_row)
         stored = X if X.dtype == np.uint8 else X.astype(np.float32, copy=False)  # float32 rows: no copy
         return torch.from_numpy(np.ascontiguousarray(stored))
 

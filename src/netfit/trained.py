@@ -48,11 +48,14 @@ class TrainedModel:
         where = f", run_dir={str(self.run_dir)!r}" if self.run_dir else ""
         return f"TrainedModel(task={self.task!r}, input={self.preparation.input_size}{where})"
 
-    def logits(self, X: Any) -> torch.Tensor:
-        """Raw network outputs for raw rows ``X`` (scaled here as the training rows were)."""
+    def logits(self, X: Any, *, source: str = "input", first_row: int = 0) -> torch.Tensor:
+        """Raw network outputs for raw rows ``X`` (scaled here as the training rows were).
+
+        ``source`` and ``first_row`` name the rows in messages (a file, and where this chunk of it starts).
+        """
         if self.preparation.image is not None:
             X = image_rows(X, self.preparation.image)
-        return self._logits_of_features(self.preparation.encode_features(self._rows(X), "input"))
+        return self._logits_of_features(self.preparation.encode_features(self._rows(X), source, first_row))
 
     def _rows(self, X: Any) -> Any:
         # A table with a column encoder takes named columns (a pyarrow Table, a dict, a DataFrame) as they are.

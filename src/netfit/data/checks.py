@@ -11,7 +11,7 @@ __all__ = ["check_arrays"]
 
 def check_arrays(
     X: np.ndarray, y: np.ndarray | None, source: str, feature_names: list[str] | None = None,
-    missing_allowed: bool = False,
+    missing_allowed: bool = False, first_row: int = 0,
 ) -> None:
     """Raise NetfitError if ``X`` and ``y`` cannot be trained on.
 
@@ -23,7 +23,8 @@ def check_arrays(
     values per row (n, k), NaN or infinite features or targets, and a different number of
     targets than rows (NaN features are allowed with ``missing_allowed``: they are missing cells to
     fill in). ``source`` names the data in the message (a file or dataset name);
-    ``feature_names``, when given, name the column of a bad value.
+    ``feature_names``, when given, name the column of a bad value; ``first_row`` is the row
+    number of ``X``'s first row in ``source`` (a chunk of a larger file).
     """
     if X.ndim >= 1 and len(X) == 0:
         raise NetfitError(f"{source}: the dataset has no rows (shape {X.shape}); check that the file holds data")
@@ -53,10 +54,12 @@ def check_arrays(
         if bad.any():
             first = int(np.argmax(bad.reshape(-1)))
             row, column = divmod(first, columns)
+            row += first_row
             name = f" ({feature_names[column]!r})" if feature_names else ""
             raise NetfitError(
                 f"{source}: {int(bad.sum())} NaN or infinite feature value(s), the first at row {row}, "
-                f"column {column}{name} (0-based); fill in or drop those rows, or set data.missing.numeric = \"impute\""
+                f"column {column}{name} (0-based); fill in or drop those rows, or train with data.missing.numeric = \"impute\" "
+                "to fill them with the training median"
             )
     if y is not None and y.dtype == object:
         # Labels handed over from pandas: a missing one is None or NaN, which would become a class.

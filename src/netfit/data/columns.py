@@ -39,9 +39,12 @@ def plan_columns(names: list[str], options: ReadOptions, source: str) -> Columns
         if target not in names:
             hint = nearest(target, names)
             did_you_mean = f"did you mean {hint!r}? " if hint else ""
+            # Read for a trained run (evaluate, a test file): the target is the run's, not a setting to change.
+            fix = ("give a file with that column (evaluate needs the labels; netfit predict takes files without it)"
+                   if options.features is not None else "set data.target")
             raise NetfitError(
                 f"{source!r} has no column {target!r}; {did_you_mean}columns: {listing(names)}; "
-                f"{separator_hint(names) or 'set data.target'}"
+                f"{separator_hint(names) or fix}"
             )
     types = dict(options.column_types or {})
     for name, kind in types.items():
