@@ -223,7 +223,7 @@ def test_csv_missing_value_is_nan_and_refused_by_row_and_column_unless_imputed(t
     X, _ = read_table(path, target="y")
     assert X.dtype == np.float32 and np.isnan(X[2, 1]) and not np.isnan(np.delete(X.ravel(), 5)).any()
     with pytest.raises(NetfitError, match=r"the first at row 2, column 1 \('b'\) \(0-based\); fill in or drop those "
-                                          r'rows, or set data.missing.numeric = "impute"'):
+                                          r'rows, or train with data.missing.numeric = "impute"'):
         load_raw(DataSpec(path=path, target="y"))
 
 

@@ -24,6 +24,7 @@ columns is refused with a line saying what to do: convert a CSV to Parquet, or h
 from __future__ import annotations
 
 import hashlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -316,29 +317,41 @@ class StreamedEpoch:
         step, skip, passed = start, start * batch_size, 0
         pieces: list[tuple[torch.Tensor, torch.Tensor]] = []
         have = 0
-        for w in range(0, len(self.order), rows.window):
-            chunks = self.order[w:w + rows.window]
-            count = int(rows.counts[chunks].sum())
-            perm = torch.randperm(count, generator=self.generator, device=self.generator.device).to(device)
-            if passed + count <= skip or step >= steps:  # wholly used before a resume: never read
+        windows = [self.order[w:w + rows.window] for w in range(0, len(self.order), rows.window)]
+        counts = [int(rows.counts[chunks].sum()) for chunks in windows]
+        # The next window is read and decoded on a thread while this one trains (pyarrow decodes
+        # without the GIL). Only that thread reads the file during an epoch, and every random draw
+        # stays here, in order, so the epoch is the same with or without it.
+        reader = ThreadPoolExecutor(max_workers=1)
+        ahead: Future | None = None
+        try:
+            for w, chunks in enumerate(windows):
+                count = counts[w]
+                perm = torch.randperm(count, generator=self.generator, device=self.generator.device).to(device)
+                if passed + count <= skip or step >= steps:  # wholly used before a resume: never read
+                    passed += count
+                    continue
+                block = ahead.result() if ahead is not None else rows.window_rows(chunks, count)
+                ahead = reader.submit(rows.window_rows, windows[w + 1], counts[w + 1]) if w + 1 < len(windows) \
+                    else None
+                x = torch.from_numpy(block).to(device)
+                index = torch.from_numpy(np.concatenate(
+                    [np.arange(rows.bounds[c], rows.bounds[c + 1]) for c in chunks])).to(device)
+                at = max(skip - passed, 0)
                 passed += count
-                continue
-            x = torch.from_numpy(rows.window_rows(chunks, count)).to(device)
-            index = torch.from_numpy(np.concatenate(
-                [np.arange(rows.bounds[c], rows.bounds[c + 1]) for c in chunks])).to(device)
-            at = max(skip - passed, 0)
-            passed += count
-            while at < count and step < steps:
-                size = batch_size if step < full else rest
-                take = perm[at:at + min(size - have, count - at)]
-                pieces.append((x.index_select(0, take), index.index_select(0, take)))
-                have += len(take)
-                at += len(take)
-                if have == size:
-                    xs, ids = zip(*pieces)
-                    yield (xs[0], ids[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ids))
-                    pieces, have, step = [], 0, step + 1
-            del x, index  # the window's rows go before the next window is read
+                while at < count and step < steps:
+                    size = batch_size if step < full else rest
+                    take = perm[at:at + min(size - have, count - at)]
+                    pieces.append((x.index_select(0, take), index.index_select(0, take)))
+                    have += len(take)
+                    at += len(take)
+                    if have == size:
+                        xs, ids = zip(*pieces)
+                        yield (xs[0], ids[0]) if len(xs) == 1 else (torch.cat(xs), torch.cat(ids))
+                        pieces, have, step = [], 0, step + 1
+                del x, index, block  # this window's rows go; the next one is already being read
+        finally:
+            reader.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
