@@ -290,11 +290,13 @@ class _Reader:
     def _count_rows(self) -> int:
         """At least the number of data rows: the line breaks after the header, plus one."""
         self.handle.seek(self.head.offset)
-        breaks = [0, 0]
+        newlines = returns = 0
         while block := self.handle.read(_BLOCK):
-            breaks[0] += block.count(b"\n")
-            breaks[1] += block.count(b"\r")
-        return max(breaks) + 1
+            count = block.count(b"\n")
+            newlines += count
+            if not count:  # old Mac files end lines with \r alone; counting \r too would cost a second pass
+                returns += block.count(b"\r")
+        return max(newlines, returns) + 1
 
     def chunks(self, chunk_rows: int) -> Iterator[Table]:
         # Streaming fixes every column's type up front: a text column stays text in every chunk.
