@@ -94,6 +94,7 @@ def main() -> None:
     parser.add_argument("--room-mb", type=int, default=512, help="memory the streamed run may use above an idle one")
     parser.add_argument("--times", type=float, default=3.0, help="data size as a multiple of the room")
     parser.add_argument("--batch-size", type=int, default=4096)
+    parser.add_argument("--hidden", default="64", help="hidden widths, e.g. 512,256 (the reference network)")
     parser.add_argument("--dir", default=tempfile.gettempdir(), help="where the data goes")
     parser.add_argument("--runs", default="streamed_limited,resident,resident_limited", help="which runs")
     parser.add_argument("--json", type=Path, help="write the results here")
@@ -105,7 +106,8 @@ def main() -> None:
         parquet, npz = write_data(work, rows)
         data_mb = rows * FEATURES * 4 / 2**20
         idle = idle_address_space()
-        base = {"model": {"hidden": [64]}, "train": {"epochs": 2, "batch_size": args.batch_size, "seed": 0}}
+        hidden = [int(w) for w in args.hidden.split(",")]
+        base = {"model": {"hidden": hidden}, "train": {"epochs": 2, "batch_size": args.batch_size, "seed": 0}}
         streamed = {**base, "data": {"path": str(parquet), "target": "y", "streaming": True,
                                      "chunk_rows": CHUNK_ROWS}}
         runs = {
@@ -120,7 +122,7 @@ def main() -> None:
         second = {name: r["epoch_time_s"][-1] for name, r in results.items() if "epoch_time_s" in r}
         report = {"rows": rows, "features": FEATURES, "data_mb": round(data_mb, 1),
                   "parquet_mb": round(parquet.stat().st_size / 2**20, 1), "room_mb": args.room_mb,
-                  "idle_address_space_mb": round(idle / 2**20, 1), "batch_size": args.batch_size,
+                  "idle_address_space_mb": round(idle / 2**20, 1), "batch_size": args.batch_size, "hidden": hidden,
                   "chunk_rows": CHUNK_ROWS, "shuffle_window": 8, "results": results,
                   "python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
         if "streamed_limited" in second and "resident" in second:

@@ -174,3 +174,11 @@ def test_streaming_a_csv_or_a_table_with_text_columns_is_refused_in_one_line(tmp
                      "--set", "data.streaming=true", "--out", str(tmp_path / "runs"), "--quiet"])
         err = capsys.readouterr().err.strip()
         assert code == 2 and len(err.splitlines()) == 1 and says in err, err
+
+
+def test_a_table_with_text_columns_that_fits_is_held_in_memory_when_streaming_is_auto(tmp_path):
+    X, y = load_digits(return_X_y=True)
+    mixed = _parquet(tmp_path / "mixed.parquet", X[:, :4], y, color=np.array(["red", "blue"] * 898 + ["red"]))
+    spec = {"data": {"path": str(mixed), "target": "target"}, "model": {"hidden": [8]}, "train": {"epochs": 1}}
+    run = netfit.fit(spec, out=None, progress=None)
+    assert run.model.preparation.encoder.describe() == "4 numeric, 1 categorical (color: 2 values)"

@@ -130,6 +130,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("netfit: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as err:
+        # What netfit can size, it checks before allocating; this is what it could not (a copy of a
+        # split, say, under a memory limit): the machine's limit, not a bug.
+        if debug:
+            traceback.print_exc()
+        print(f"netfit: error: out of memory ({str(err).strip() or type(err).__name__}); the data or the network "
+              "does not fit: stream a Parquet file (data.streaming = true), use smaller model.hidden or "
+              "train.batch_size, or a machine with more memory", file=sys.stderr)
+        return EXIT_USER
     except BrokenPipeError:
         # The reader went away (`netfit evaluate RUN | head -2`): stop quietly, as Unix tools do, and
         # point stdout at /dev/null so the interpreter's final flush does not complain either.

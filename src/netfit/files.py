@@ -104,10 +104,19 @@ def available_memory() -> int:
 
         soft, _ = resource.getrlimit(resource.RLIMIT_AS)
         if soft != resource.RLIM_INFINITY:
-            limits.append(soft)
+            limits.append(soft - _address_space())  # the limit counts what the process has mapped already
     except (ImportError, OSError, ValueError):
         pass
     return max(min(limits), 0) if limits else 2**63
+
+
+def _address_space() -> int:
+    """Bytes of address space this process has mapped (what RLIMIT_AS counts); 0 where unknown."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def require_memory(nbytes: int, what: str, fix: str) -> None:

@@ -71,16 +71,33 @@ def streaming_reason(spec: Spec) -> str | None:
                               "(pyarrow.parquet.write_table(pyarrow.csv.read_csv(path), 'data.parquet')), or set "
                               "data.streaming = false to hold it in memory")
         return None
-    rows = ParquetRows(path, data.target, _ignored(spec))
-    nbytes = rows.rows * rows.width * 4  # float32
     chunk = f"in chunks of {data.chunk_rows:,}"
     if data.streaming is True:
+        rows = ParquetRows(path, data.target, _ignored(spec))
+        nbytes = rows.rows * rows.width * 4  # float32
         return f"netfit: streaming {describe_bytes(nbytes)} of training rows {chunk} (data.streaming = true)"
+    # "auto": the footer says how large the rows are; only a table that does not fit must be one
+    # streaming can read (numeric columns), so a table of text and categories that fits is held.
+    nbytes = _footer_bytes(path, data.target)
     free = available_memory()
-    if nbytes * _RESIDENT_FACTOR <= free:
+    if nbytes is None or nbytes * _RESIDENT_FACTOR <= free:
         return None
+    ParquetRows(path, data.target, _ignored(spec))  # refuses, in one line, columns streaming cannot read
     return (f"netfit: streaming {describe_bytes(nbytes)} of training rows {chunk} (they do not fit in "
             f"{describe_bytes(free)} of available memory)")
+
+
+def _footer_bytes(path: Path, target: str | list[str] | None) -> int | None:
+    """The float32 bytes of a Parquet file's feature columns, from its footer; None if it has none to read."""
+    import pyarrow.parquet as pq
+
+    try:
+        metadata = pq.ParquetFile(path).metadata
+    except (OSError, ValueError):  # not a readable Parquet file: the resident reader names the problem
+        return None
+    targets = [target] if isinstance(target, str) else list(target or [])
+    width = len([name for name in metadata.schema.names if name not in targets])
+    return metadata.num_rows * width * 4
 
 
 def streams(spec: Spec) -> bool:
@@ -166,13 +183,14 @@ class ParquetRows:
         table = self._file.read_row_group(group, columns=self.features)
         out = np.empty((table.num_rows, self.width), np.float32)
         for j, column in enumerate(table.columns):
-            out[:, j] = column.to_numpy(zero_copy_only=False)  # a null becomes NaN: refused below
-        bad = ~np.isfinite(out)
-        if bad.any():
-            row, column = divmod(int(np.argmax(bad.reshape(-1))), self.width)
-            raise NetfitError(f"{str(self.path)!r}: a missing, NaN or infinite value at row "
-                              f"{int(self._group_starts[group]) + row}, column {self.features[column]!r} (0-based); "
-                              "fill in or drop those rows (streaming does not impute)")
+            values = column.to_numpy(zero_copy_only=False)  # a null becomes NaN: refused here
+            # Checked while contiguous: a pass over one column, not a strided pass over the block.
+            if not np.isfinite(values).all():
+                row = int(np.argmax(~np.isfinite(values)))
+                raise NetfitError(f"{str(self.path)!r}: a missing, NaN or infinite value at row "
+                                  f"{int(self._group_starts[group]) + row}, column {self.features[j]!r} (0-based); "
+                                  "fill in or drop those rows (streaming does not impute)")
+            out[:, j] = values
         self._cached = (group, out)
         return out
 
@@ -244,22 +262,30 @@ class StreamedRows:
         """This part's rows of chunk ``c``, float32 (rows, features)."""
         if self._cached is not None and self._cached[0] == c:
             return self._cached[1]
+        block, mine = self._block(c)
+        out = block if mine is None else block[mine]
+        self._cached = (c, out)
+        return out
+
+    def _block(self, c: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Chunk ``c`` of the file, and which of its rows are this part's (None: all of them)."""
         start = c * self.chunk_rows
         block = self.source.read(start, min(start + self.chunk_rows, self.source.rows))
         mine = self.rows[self.bounds[c]:self.bounds[c + 1]] - start
-        out = block if len(mine) == len(block) else block[mine]
-        self._cached = (c, out)
-        return out
+        return block, (None if len(mine) == len(block) else mine)
 
     def window_rows(self, chunks: np.ndarray, count: int) -> np.ndarray:
         """The rows of ``chunks``, in that order, in one array filled chunk by chunk (no list of copies)."""
         out = np.empty((count, self.source.width), np.float32)
         at = 0
         for c in chunks:
-            part = self.chunk(c)
-            out[at:at + len(part)] = part
-            at += len(part)
-        self._cached = None  # the window holds these rows now
+            block, mine = self._block(c)
+            size = len(block) if mine is None else len(mine)
+            if mine is None:
+                out[at:at + size] = block
+            else:  # this part's rows straight into the window: one copy, not two
+                np.take(block, mine, axis=0, out=out[at:at + size])
+            at += size
         return out
 
     def __getitem__(self, rows: slice) -> torch.Tensor:
