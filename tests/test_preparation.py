@@ -2,7 +2,9 @@
 
 import copy
 
+import numpy as np
 import pytest
+import torch
 
 import netfit
 from netfit import NetfitError
@@ -54,3 +56,22 @@ def test_a_preparation_that_is_not_a_table_is_refused():
     for raw in (None, [], "text", 3):
         with pytest.raises(NetfitError, match="run.json"):
             Preparation.from_dict(raw, source="run.json")
+
+
+def test_predict_scales_raw_rows_as_the_training_rows_were():
+    # Columns far from zero and of very different sizes: without the saved scaling at predict time
+    # the network would see numbers it never saw in training.
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    X = X * np.array([1.0, 100.0, 0.01, 1.0]) + np.array([1000.0, 0.0, -50.0, 0.0])
+    model = netfit.fit({"model": {"hidden": [16]}, "train": {"epochs": 40, "lr": 0.01}}, X, y,
+                       out=None, progress=None).model
+    scaler = model.preparation.input_scaler
+    assert scaler.method == "standardize"
+    with torch.no_grad():
+        by_hand = model.network(torch.from_numpy(scaler.transform(X))).argmax(dim=1).numpy()
+        unscaled = model.network(torch.from_numpy(X.astype(np.float32))).argmax(dim=1).numpy()
+    np.testing.assert_array_equal(model.predict(X), by_hand)
+    assert (model.predict(X) == y).mean() > 0.9
+    assert (unscaled == y).mean() < 0.8  # the check above would catch a predict that skipped scaling

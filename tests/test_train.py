@@ -114,3 +114,25 @@ def test_arrays_and_a_spec_that_names_data_are_refused_together():
     X, y = _blobs(n=60)
     with pytest.raises(netfit.NetfitError, match="got X and y and a spec whose data is 'digits'"):
         netfit.fit({"data": {"dataset": "digits"}}, X, y, out=None, progress=None)
+
+
+def test_every_step_trains_at_the_rate_the_schedule_gives_it():
+    # A warm-up over 1,000 epochs keeps the first epoch's rates below lr / 1000: its weights barely
+    # move. Were the scheduled rate never written into the optimizer, they would move as far as
+    # with the constant rate.
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    base = {"model": {"hidden": [16]}, "data": {"val_fraction": 0.0},
+            "train": {"epochs": 1, "optimizer": "sgd", "lr": 0.1, "batch_size": 16, "seed": 3}}
+    torch.manual_seed(3)  # what fit seeds before it builds the network: the same initial weights
+    initial = torch.nn.utils.parameters_to_vector(netfit.build_model(base, 4, 3).parameters()).detach()
+
+    def distance(schedule):
+        spec = {**base, "train": {**base["train"], "schedule": schedule}}
+        network = netfit.fit(spec, X, y, out=None, progress=None).model.network
+        return float((torch.nn.utils.parameters_to_vector(network.parameters()).detach() - initial).norm())
+
+    constant = distance("constant")
+    warming = distance({"name": "warmup", "warmup_epochs": 1000.0})
+    assert constant > 0.05 and warming < constant / 200, (warming, constant)
