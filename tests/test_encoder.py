@@ -17,7 +17,7 @@ from sklearn.datasets import load_diabetes, load_wine
 import netfit
 from netfit import NetfitError
 from netfit.errors import UnseenValuesWarning
-from netfit.columns import ColumnEncoder, fit_encoder, infer_column_types
+from netfit.encoder import ColumnEncoder, fit_encoder, infer_column_types
 from netfit.features import InputLayout, TableBatch
 from netfit.model import TableInput
 from netfit.preparation import Preparation

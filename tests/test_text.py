@@ -18,7 +18,7 @@ from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 import netfit
-from netfit.columns import fit_encoder
+from netfit.encoder import fit_encoder
 from netfit.data import split_rows
 from netfit.errors import NetfitError
 from netfit.spec import DataSpec
@@ -49,7 +49,7 @@ def text_run(debian, tmp_path_factory):
                       out=tmp_path_factory.mktemp("runs"), progress=None)
 
 
-def encoder_of(run) -> "netfit.columns.ColumnEncoder":
+def encoder_of(run) -> "netfit.encoder.ColumnEncoder":
     return run.model.preparation.encoder
 
 

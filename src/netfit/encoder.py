@@ -23,21 +23,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
-from scipy import sparse
-from sklearn.feature_extraction.text import CountVectorizer
-from sklearn.preprocessing import normalize
 
 from .errors import NetfitError
 from .features import Features, InputLayout
 from .registry import nearest
 from .spec import DataSpec
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 __all__ = ["ColumnEncoder", "fit_encoder", "infer_column_types", "check_cells", "as_arrow", "MAX_VOCABULARY"]
 
@@ -196,15 +196,9 @@ class ColumnEncoder:
                 bags.append(self._bag(c, text))
         return _features(dense, codes, bags, n), unseen
 
-    def _vectorizer(self, vocabulary: tuple[str, ...] | None = None, max_tokens: int | None = None,
-                    min_count: int = 1) -> CountVectorizer:
-        return CountVectorizer(lowercase=self.lowercase, ngram_range=(1, self.ngrams), dtype=np.float32,
-                               vocabulary=list(vocabulary) if vocabulary is not None else None,
-                               max_features=max_tokens, min_df=min_count)
-
     def _bag(self, c: TextColumn, text: np.ndarray) -> sparse.csr_matrix:
-        counts = self._vectorizer(c.vocabulary).transform(text.tolist()).tocsr()
-        return _weigh(counts, self.weighting, c.idf)
+        vectorizer = _count_vectorizer(self.lowercase, self.ngrams, vocabulary=list(c.vocabulary))
+        return _weigh(vectorizer.transform(text.tolist()).tocsr(), self.weighting, c.idf)
 
     # ------------------------------------------------------------------------- the saved form
 
@@ -233,7 +227,18 @@ class ColumnEncoder:
         return record.encoder()
 
 
+def _count_vectorizer(lowercase: bool, ngrams: int, **options: Any):
+    """scikit-learn's CountVectorizer with netfit's settings: one place, for fitting and applying alike."""
+    # Imported here, not at the top: scikit-learn's text module costs start-up time to every
+    # netfit command, and only a table with text columns needs it.
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    return CountVectorizer(lowercase=lowercase, ngram_range=(1, ngrams), dtype=np.float32, **options)
+
+
 def _features(dense: np.ndarray, codes: np.ndarray, bags: list[sparse.csr_matrix], n: int) -> Features:
+    from scipy import sparse
+
     bag = sparse.hstack(bags, format="csr") if len(bags) > 1 else (bags[0] if bags else sparse.csr_matrix((n, 0)))
     bag.sort_indices()
     return Features(torch.from_numpy(dense), torch.from_numpy(codes),
@@ -242,6 +247,9 @@ def _features(dense: np.ndarray, codes: np.ndarray, bags: list[sparse.csr_matrix
 
 
 def _weigh(counts: sparse.csr_matrix, weighting: str, idf: tuple[float, ...] | None) -> sparse.csr_matrix:
+    from scipy import sparse
+    from sklearn.preprocessing import normalize
+
     if weighting == "binary":
         counts.data[:] = 1.0
         return counts
@@ -478,8 +486,8 @@ def _fit_text(column: pa.ChunkedArray, name: str, data: DataSpec, source: str) -
             raise _missing_error(source, name, int(np.argmax(missing)), int(missing.sum()), "text")
         text[missing] = ""
     options = data.text
-    vectorizer = CountVectorizer(lowercase=options.lowercase, ngram_range=(1, options.ngrams), dtype=np.float32,
-                                 max_features=options.max_tokens, min_df=options.min_count)
+    vectorizer = _count_vectorizer(options.lowercase, options.ngrams, max_features=options.max_tokens,
+                                   min_df=options.min_count)
     try:
         counts = vectorizer.fit_transform(text.tolist())
     except ValueError:  # scikit-learn's "empty vocabulary": no row has a token

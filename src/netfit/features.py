@@ -2,7 +2,7 @@
 
 A table with categorical or text columns is not one dense matrix: a bag-of-words over a vocabulary
 of 20,000 tokens would be 80 KB of float32 per row, almost all zeros. :class:`Features` keeps what
-the column encoder (``columns.py``) produced in three parts, and :meth:`Features.take` gathers a
+the column encoder (``encoder.py``) produced in three parts, and :meth:`Features.take` gathers a
 batch of rows from them into a :class:`TableBatch`, which the network's first layer
 (``model.TableInput``) turns into one pre-activation without ever densifying the bag.
 """
@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-__all__ = ["Features", "TableBatch", "InputLayout", "stack_features"]
+__all__ = ["Features", "TableBatch", "InputLayout"]
 
 
 @dataclass(frozen=True)
@@ -101,32 +101,6 @@ class Features:
                           self.bag_indices.index_select(0, positions), offsets,
                           self.bag_values.index_select(0, positions))
 
-    def select(self, rows: np.ndarray) -> "Features":
-        """A new Features of ``rows`` (a split of the data), stored compactly again."""
-        index = torch.as_tensor(rows, dtype=torch.long)
-        batch = self.take(index)
-        lengths = torch.diff(torch.cat([batch.bag_offsets, torch.tensor([len(batch.bag_indices)])]))
-        indptr = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(lengths, 0)])
-        return Features(batch.dense, batch.codes, indptr, batch.bag_indices, batch.bag_weights)
-
     def arrays(self) -> list[np.ndarray]:
-        """The parts as NumPy arrays, in a fixed order (for hashing the training rows).
-
-        An empty part, (n, 0) when a table has no dense or no embedded column, comes as its shape:
-        the hash reads an array's bytes through a memoryview, which refuses a zero-size 2-D array.
-        """
-        return [t.cpu().numpy() if t.numel() else np.asarray(t.shape) for t in self._parts()]
-
-
-def stack_features(parts: list[Features]) -> Features:
-    """Chunks of encoded rows, one after another, as one Features."""
-    if len(parts) == 1:
-        return parts[0]
-    ends = [p.bag_indptr[1:] for p in parts]
-    shift, shifted = 0, []
-    for end, part in zip(ends, parts):
-        shifted.append(end + shift)
-        shift += int(part.bag_indptr[-1])
-    return Features(torch.cat([p.dense for p in parts]), torch.cat([p.codes for p in parts]),
-                    torch.cat([torch.zeros(1, dtype=torch.long)] + shifted),
-                    torch.cat([p.bag_indices for p in parts]), torch.cat([p.bag_values for p in parts]))
+        """The parts as NumPy arrays, in a fixed order (for hashing the training rows)."""
+        return [t.cpu().numpy() for t in self._parts()]

@@ -11,13 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (
-    confusion_matrix,
-    mean_absolute_error,
-    mean_squared_error,
-    precision_recall_fscore_support,
-    r2_score,
-)
+
+# scikit-learn is imported inside each report: importing it costs about a second, which every
+# netfit command (predict, summary, --help) would pay at start-up, and only a report needs it.
 
 __all__ = ["classification_report", "regression_report"]
 
@@ -30,6 +26,8 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[
     scikit-learn's ``f1_score(average="macro")``: the mean over the classes that occur in the
     labels or in the predictions, so predicting a class that never occurs counts against it.
     """
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     ids = np.arange(len(classes))
     y_true = np.asarray(y_true, dtype=np.int64).reshape(-1)
     y_pred = np.asarray(y_pred, dtype=np.int64).reshape(-1)
@@ -54,6 +52,8 @@ def regression_report(y_true: np.ndarray, y_pred: np.ndarray, names: list[str] |
     ``names`` names the target columns (``target_0``... when not given); ``per_target`` holds one
     entry per column when there are several.
     """
+    from sklearn.metrics import mean_absolute_error, mean_squared_error
+
     y_true = np.asarray(y_true, dtype=np.float64).reshape(len(y_true), -1)
     y_pred = np.asarray(y_pred, dtype=np.float64).reshape(len(y_pred), -1)
     mae = mean_absolute_error(y_true, y_pred, multioutput="raw_values")
@@ -74,4 +74,6 @@ def _r2_per_target(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
     # R^2 needs two rows; one row has no variance to explain.
     if len(y_true) < 2:
         return np.full(y_true.shape[1], np.nan)
+    from sklearn.metrics import r2_score
+
     return np.atleast_1d(r2_score(y_true, y_pred, multioutput="raw_values"))

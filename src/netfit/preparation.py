@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from .columns import ColumnEncoder
+from .encoder import ColumnEncoder
 from .data.checks import check_arrays
 from .data.images import ImageGeometry
 from .errors import NetfitError, UnseenValuesWarning
@@ -27,7 +27,7 @@ from .scaling import Scaler
 from .spec import MAX_WIDTH
 from .storage import arrays_sha256
 
-__all__ = ["Preparation"]
+__all__ = ["Preparation", "encoded_sha256"]
 
 TASKS = ("classification", "binary", "regression")
 # How class labels were given: "ids" (0..K-1, returned as such), "text" (returned as text) or
@@ -172,8 +172,7 @@ class Preparation:
             features, unseen = self.encoder.transform(X, source, first_row)
             if unseen:
                 warnings.warn(UnseenValuesWarning(source, unseen), stacklevel=3)
-            # Numbers and one-hot columns only: a plain tensor, for a plain network.
-            return features.dense if self.encoder.layout.plain else features
+            return self._stored(features)
         X = np.asarray(X)
         if X.ndim == 1:
             raise NetfitError(f"{source}: X has shape {X.shape}; pass a 2-D array of rows x features "
@@ -189,11 +188,21 @@ class Preparation:
         return torch.from_numpy(np.ascontiguousarray(stored))
 
 
+    def _stored(self, features: Features) -> torch.Tensor | Features:
+        # Numbers and one-hot columns only: a plain tensor, for a plain network.
+        return features.dense if self.encoder.layout.plain else features
+
     def part_sha256(self, X: Any, y: np.ndarray | None) -> str:
         """SHA-256 of a part of the data (the test part), as encoded when there is an encoder."""
         if self.encoder is None:
             return arrays_sha256(X, y)
-        return arrays_sha256(*self.encoder.transform(X, "the test part")[0].arrays(), y)
+        return encoded_sha256(self._stored(self.encoder.transform(X, "the test part")[0]), y)
+
+
+def encoded_sha256(encoded: torch.Tensor | Features, y: np.ndarray | None) -> str:
+    """SHA-256 of rows as ``Preparation.encode_features`` returned them, with their targets."""
+    arrays = encoded.arrays() if isinstance(encoded, Features) else [encoded.numpy()]
+    return arrays_sha256(*arrays, y)
 
 
 def _whole_numbers(y: np.ndarray, source: str) -> np.ndarray:

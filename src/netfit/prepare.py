@@ -14,11 +14,11 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from .columns import as_arrow, check_cells, fit_encoder, infer_column_types
+from .encoder import as_arrow, check_cells, fit_encoder, infer_column_types
 from .data import RawData, check_arrays, load_raw, split_rows
 from .errors import NetfitError
 from .features import Features, InputLayout
-from .preparation import Preparation
+from .preparation import Preparation, encoded_sha256
 from .scaling import Scaler, fit_scaler
 from .spec import Spec
 from .streaming import prepare_streamed, streaming_reason
@@ -133,8 +133,6 @@ def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None
         encoder=encoder,
         image=raw.image,
     )
-    if raw.X_test is not None:
-        preparation.test_sha256 = preparation.part_sha256(raw.X_test, raw.y_test)
 
     def split(Xp, yp, part):
         if Xp is None or len(Xp) == 0:
@@ -142,8 +140,12 @@ def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None
         return Split(preparation.encode_features(Xp, f"{raw.name} ({part})"),
                      preparation.encode_targets(yp, f"{raw.name} ({part})"), preparation.input_scaler)
 
-    return PreparedData(preparation, split(X_tr, y_tr, "train"), split(X_val, y_val, "validation"),
-                        split(raw.X_test, raw.y_test, "test"))
+    test = split(raw.X_test, raw.y_test, "test")
+    if raw.X_test is not None:
+        # With an encoder the test part is hashed as encoded: from its split, not encoded a second time.
+        preparation.test_sha256 = encoded_sha256(test.X, raw.y_test) if encoder is not None and test is not None \
+            else preparation.part_sha256(raw.X_test, raw.y_test)
+    return PreparedData(preparation, split(X_tr, y_tr, "train"), split(X_val, y_val, "validation"), test)
 
 
 def _column_types(spec: Spec, raw: RawData) -> dict[str, str] | None:

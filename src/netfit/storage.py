@@ -277,7 +277,8 @@ def arrays_sha256(*arrays: np.ndarray | None) -> str:
         if array.dtype.kind == "O":
             array = array.astype(str)
         digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(memoryview(array).cast("B"))
+        if array.size:  # a zero-size array is its dtype and shape (a memoryview of a (n, 0) one cannot be cast)
+            digest.update(memoryview(array).cast("B"))
     return digest.hexdigest()
 
 
