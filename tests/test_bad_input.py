@@ -192,6 +192,11 @@ def _predict_header_only(d: Path, run: Path) -> list[str]:
     return ["predict", str(run), str(_write(d, "new.csv", f"{header}\n".encode()))]
 
 
+def _parquet_fifo(d: Path, run: Path) -> list[str]:
+    os.mkfifo(d / "rows.parquet")  # the streaming check reads a Parquet footer: it must not wait on a FIFO
+    return ["train", "--set", f"data.path={d / 'rows.parquet'}", "--set", "data.target=y"]
+
+
 def _predict_fifo(d: Path, run: Path) -> list[str]:
     os.mkfifo(d / "new.csv")
     return ["predict", str(run), str(d / "new.csv")]
@@ -286,6 +291,7 @@ CASES = [
     Case("idx-zero-images", _idx_of_zero_images, ("no rows", "0 images", "(0, 28, 28)")),
     Case("idx-gzip-bomb", _idx_gzip_bomb, ("expands beyond the 7856 bytes its header declares",)),
     Case("fifo-as-data-path", _fifo, ("FIFO", "not a regular file")),
+    Case("parquet-fifo-as-data-path", _parquet_fifo, ("FIFO", "not a regular file")),
     Case("dev-zero-as-npy", _dev_zero("npy"), ("/dev/zero", "character device")),
     Case("dev-zero-as-csv", _dev_zero("csv"), ("/dev/zero", "character device")),
     Case("symlink-loop-as-data-path", _symlink_loop, ("symlink loop",)),

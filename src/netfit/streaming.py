@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from .errors import NetfitError
-from .files import available_memory, describe_bytes
+from .files import available_memory, describe_bytes, open_regular
 from .scaling import Moments, Scaler
 from .spec import Spec
 
@@ -91,6 +91,8 @@ def _footer_bytes(path: Path, target: str | list[str] | None) -> int | None:
     """The float32 bytes of a Parquet file's feature columns, from its footer; None if it has none to read."""
     import pyarrow.parquet as pq
 
+    with open_regular(path, "data file"):  # a FIFO or a device is refused, not waited on
+        pass
     try:
         metadata = pq.ParquetFile(path).metadata
     except (OSError, ValueError):  # not a readable Parquet file: the resident reader names the problem
@@ -129,6 +131,8 @@ class ParquetRows:
 
         self.path = Path(path)
         source = str(self.path)
+        with open_regular(self.path, "data file"):  # a FIFO or a device is refused, not waited on
+            pass
         try:
             self._file = pq.ParquetFile(self.path)
         except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
