@@ -48,7 +48,7 @@ from .runformat import (CHECKPOINT_FORMAT, OPTIMIZER_STATE, BestState, Checkpoin
 from .spec import Spec, spec_from_dict
 from .storage import (arrays_sha256, dump_sealed_json, file_entry, fsync_dir, load_sealed_json, read_verified,
                       remove_tree, temporary_folder)
-from .train import EpochRecord, TrainingState
+from .history import EpochRecord, TrainingState
 
 __all__ = ["CHECKPOINT_FORMAT", "Checkpointer", "Checkpoint", "list_checkpoints",
            "read_checkpoint", "verify_checkpoints", "spec_hash", "data_hash"]

@@ -1,4 +1,4 @@
-"""Engines: how the steps of an epoch are executed. The step itself is ``train.train_step``.
+"""Engines: how the steps of an epoch are executed. The step itself is ``step.train_step``.
 
 - ``eager``: one Python call of ``train_step`` per batch. On the CPU there is no DataLoader and
   no collate: a batch is an ``index_select`` of rows that already sit in memory.
@@ -24,6 +24,7 @@ from .errors import NetfitError
 from .features import Features
 from .prepare import Split
 from .registry import Registry
+from .step import train_step
 from .streaming import StreamedEpoch, StreamedRows
 
 __all__ = ["StepPlan", "ENGINES", "choose_engine", "engine_name", "EagerEngine", "CompiledEngine", "GraphEngine"]
@@ -84,8 +85,6 @@ class EagerEngine:
 
     def _step(self, rows: torch.Tensor, stored: torch.Tensor | None = None) -> torch.Tensor:
         """One step on training rows ``rows``; ``stored`` holds them already when they were streamed."""
-        from .train import train_step
-
         p = self.plan
         self._set_lr()
         index = self.step_count
@@ -178,8 +177,6 @@ class GraphEngine:
         self.notes: list[str] = []
 
     def _step(self, rows: torch.Tensor) -> torch.Tensor:
-        from .train import train_step
-
         p = self.plan
         # Learning rate of this step, from the device table: no host value, so it can be captured.
         self.lr.copy_(self.rates.index_select(0, self.step_count.clamp(max=len(self.rates) - 1).view(1))[0])

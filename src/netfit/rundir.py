@@ -41,7 +41,7 @@ from .preparation import Preparation
 from .runformat import RUN_FORMAT, RUN_ID_FILE, RunInfo, check_format, read_run_id, validate, write_run_id
 from .spec import LOSS_TASK, Spec, spec_from_dict
 from .storage import dump_sealed_json, file_entry, fsync_dir, load_sealed_json, read_verified, remove_tree, write_atomic
-from .train import History
+from .history import History
 
 __all__ = ["RunFiles", "enclosing_run", "check_writable", "create_run_dir", "run_lock", "finish_run", "read_run", "is_finished",
            "RUN_FORMAT", "RUN_ID_FILE"]
