@@ -411,7 +411,7 @@ def test_skip_step_skips_bad_steps_and_trains_on(tmp_path, nan_at):
 
 
 def test_a_skipped_step_changes_neither_weights_nor_optimizer_state():
-    from netfit.train import train_step
+    from netfit.step import train_step
 
     torch.manual_seed(0)
     net = torch.nn.Linear(4, 2)
@@ -439,14 +439,14 @@ def test_a_signal_at_an_epoch_boundary_keeps_every_epoch_in_the_checkpoints_hist
         name, signum, requested = "SIGTERM", 15, False
 
     stop, steps = Stop(), []
-    real_step = netfit.progress.Progress.step
+    real_step = netfit.progress.Progress.advance
 
     def step(self, done):
         steps.append(done)
         stop.requested = len(steps) >= 20
         real_step(self, done)
 
-    monkeypatch.setattr(netfit.progress.Progress, "step", step)
+    monkeypatch.setattr(netfit.progress.Progress, "advance", step)
     monkeypatch.setattr(train_module, "stop_on_signals", lambda enabled=True: contextlib.nullcontext(stop))
     # No validation, lines every 5 epochs, checkpoints only at the end: epoch 2 is still on the device.
     run_spec = {**spec(print_every=5, checkpoint_every=0, batch_size=48), "data": {"val_fraction": 0.0}}

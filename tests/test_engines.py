@@ -9,7 +9,7 @@ import torch
 
 import netfit
 from netfit import NetfitError
-from netfit.train import train_step
+from netfit.step import train_step
 
 
 def _blobs(n=512, features=12, classes=4, seed=0):

@@ -518,6 +518,6 @@ def test_history_rows_have_exactly_the_fields_of_an_epoch_record():
     from dataclasses import fields
 
     from netfit.runformat import HistoryRow
-    from netfit.train import EpochRecord
+    from netfit.history import EpochRecord
 
     assert list(HistoryRow.model_fields) == [f.name for f in fields(EpochRecord)]

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 import netfit
-from netfit.prepare import Split
-from netfit.progress import Progress
+from netfit.splits import Split
+from netfit.callbacks import Training
 from netfit.scaling import Scaler
-from netfit.spec import TrainSpec
+from netfit.spec import Spec
 from netfit.train import fit_network
 
 
@@ -61,9 +61,9 @@ def test_steps_run_in_train_mode_and_validation_in_eval_mode():
 
     net = torch.nn.Sequential(torch.nn.Linear(4, 2), Recorder())
     split = Split(torch.randn(64, 4), torch.randint(0, 2, (64,)), Scaler("none"))
-    recipe = TrainSpec(epochs=2, batch_size=32)
-    fit_network(net, torch.nn.CrossEntropyLoss(), torch.optim.SGD(net.parameters(), lr=0.1), split, split,
-                recipe, "classification", torch.device("cpu"), Progress(None))
+    spec = Spec(train={"epochs": 2, "batch_size": 32})
+    fit_network(Training(net, torch.nn.CrossEntropyLoss(), torch.optim.SGD(net.parameters(), lr=0.1), split, split,
+                         spec, "classification", torch.device("cpu")))
     # Per epoch: two training steps (train mode), then one validation batch (eval mode).
     assert modes == [True, True, False, True, True, False]
 

@@ -9,8 +9,7 @@ from .api import Run, build_model, fit, load, resume
 from .errors import NetfitError, TrainingInterrupted
 from .spec import Spec, load_spec
 from .trained import TrainedModel
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = ["Spec", "load_spec", "fit", "resume", "load", "build_model", "Run", "TrainedModel", "NetfitError",
            "TrainingInterrupted", "__version__"]

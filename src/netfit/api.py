@@ -8,7 +8,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -18,16 +18,20 @@ from .checkpoint import Checkpoint, Checkpointer, data_hash, list_checkpoints, v
 from .engines import engine_name
 from .errors import NetfitError
 from .losses import build_loss
-from .model import build_network, count_parameters, import_module_class
+from .model import build_network, count_parameters, import_module_class, load_weights
 from .optim import build_optimizer
-from .prepare import PreparedData, prepare, resolve_widths
+from .prepare import prepare, resolve_widths
+from .splits import PreparedData
 from .probe import check_custom_module, has_batchnorm
-from .progress import Progress
+from .progress import Progress, ProgressTarget
 from .rundir import create_run_dir, enclosing_run, finish_run, is_finished, read_run, run_lock
 from .spec import BCE, MSE, CrossEntropy, Spec, load_spec, spec_from_dict, with_absolute_paths
 from .storage import remove_tree
 from .streaming import StreamedRows
-from .train import EpochRecord, History, evaluate_split, fit_network, steps_per_epoch
+from .callbacks import Callback, EpochFunction, Training
+from .history import EpochRecord, History
+from .step import steps_per_epoch
+from .train import evaluate_split, fit_network
 from .trained import TrainedModel
 
 __all__ = ["Run", "fit", "resume", "load", "build_model", "as_spec", "resolve_device", "resolve_precision"]
@@ -117,13 +121,16 @@ def build_model(spec: Spec | dict[str, Any] | str | Path, input_size: int | None
 
 
 def fit(spec: Spec | dict[str, Any] | str | Path, X: Any = None, y: Any = None, *,
-        out: str | Path | None = "runs", progress: TextIO | None = sys.stdout,
-        on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None = None) -> Run:
+        out: str | Path | None = "runs", progress: ProgressTarget = sys.stdout,
+        on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None = None,
+        callbacks: Sequence[Callback] = ()) -> Run:
     """Train the spec's network and, unless ``out`` is None, save a new run directory under ``out``.
 
     ``X`` and ``y`` (NumPy arrays or tensors) replace the spec's data source when given.
-    ``progress`` receives the per-epoch lines (None for silence); ``on_epoch_end(record, network)``
-    is called after every epoch, outside its timed part (benchmarks use it to evaluate).
+    ``progress`` receives the per-epoch lines and, on a terminal, a live bar: a stream, "logging"
+    (INFO records of the ``netfit`` logger) or None for silence. ``on_epoch_end(record, network)``
+    is called after every epoch, outside its timed part (benchmarks use it to evaluate);
+    ``callbacks`` (:class:`netfit.callbacks.Callback`) see the run start, every epoch and the end.
     With ``out``, the run directory is created when training starts and receives checkpoints
     (``train.checkpoint_every``); SIGINT or SIGTERM then writes one and raises
     :class:`~netfit.errors.TrainingInterrupted`, and :func:`resume` continues the run.
@@ -135,14 +142,15 @@ def fit(spec: Spec | dict[str, Any] | str | Path, X: Any = None, y: Any = None, 
     if out_dir is not None and (run := enclosing_run(out_dir)) is not None:
         raise NetfitError(f"--out {out_dir} is inside run folder {str(run)!r}; a run never holds another: "
                           "choose a folder of runs outside it (the default is runs/)")
-    return _train(spec, X, y, out_dir, None, None, progress, on_epoch_end)
+    return _train(spec, X, y, out_dir, None, None, progress, _hooks(on_epoch_end, callbacks))
 
 
 def resume(run_dir: str | Path, X: Any = None, y: Any = None, *, epochs: int | None = None,
            lr: float | None = None, spec: Spec | dict[str, Any] | str | Path | None = None,
-           data_dir: str | Path | None = None, progress: TextIO | None = sys.stdout,
+           data_dir: str | Path | None = None, progress: ProgressTarget = sys.stdout,
            on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None = None,
-           module: type[nn.Module] | None = None, trust_module: bool = False) -> Run:
+           callbacks: Sequence[Callback] = (), module: type[nn.Module] | None = None,
+           trust_module: bool = False) -> Run:
     """Continue a run from its latest checkpoint, exactly where it stopped.
 
     Every file of the run is verified first. The run's own spec is used: ``epochs`` and ``lr``
@@ -200,12 +208,19 @@ def resume(run_dir: str | Path, X: Any = None, y: Any = None, *, epochs: int | N
                               "to train it further")
         # A spec the user gave names the module too (it was checked equal to the run's above).
         module = _custom_module(wanted, module, trust_module or spec is not None, run_dir, "resuming")
-        return _train(wanted, X, y, None, run_dir, checkpoint, progress, on_epoch_end, module)
+        return _train(wanted, X, y, None, run_dir, checkpoint, progress, _hooks(on_epoch_end, callbacks), module)
+
+
+def _hooks(on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None,
+           callbacks: Sequence[Callback]) -> list[Callback]:
+    for callback in callbacks:
+        if not isinstance(callback, Callback):
+            raise TypeError(f"callbacks must be netfit.callbacks.Callback instances, not {type(callback).__name__}")
+    return [*([EpochFunction(on_epoch_end)] if on_epoch_end is not None else []), *callbacks]
 
 
 def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | None, checkpoint: Checkpoint | None,
-           progress: TextIO | None, on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None,
-           module: type[nn.Module] | None = None) -> Run:
+           progress: ProgressTarget, callbacks: list[Callback], module: type[nn.Module] | None = None) -> Run:
     device = resolve_device(spec.train.device)
     data = prepare(spec, X, y)
     prep = data.preparation
@@ -253,8 +268,10 @@ def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | Non
             checkpoints.clear_leftovers()
         try:
             with _cpu_threads(device):
-                history = fit_network(network, loss_fn, optimizer, data.train, data.val, spec.train, prep.task,
-                                      device, reporter, on_epoch_end, autocast_dtype, engine, checkpoints, checkpoint)
+                training = Training(network, loss_fn, optimizer, data.train, data.val, spec, prep.task, device,
+                                    autocast_dtype, engine, run_dir, prep.classes)
+                history = fit_network(training, callbacks, progress=reporter, checkpoints=checkpoints,
+                                      resume=checkpoint)
                 model = TrainedModel(network, spec, prep)
                 metrics = _final_metrics(model, loss_fn, data, history, device)
         except BaseException:
@@ -309,12 +326,7 @@ def load(path: str | Path, module: type[nn.Module] | None = None, trust_module: 
     spec, prep = files.spec, files.preparation
     module = _custom_module(spec, module, trust_module, Path(path), "loading")
     network = build_network(spec.model, prep.input_size, prep.output_size, module, prep.layout)
-    try:
-        network.load_state_dict(files.state_dict, strict=True)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()
-        raise NetfitError(f"{files.path}: the weights do not fit the network its spec describes "
-                          f"({first[1].strip() if len(first) > 1 else first[0]})") from None
+    load_weights(network, files.state_dict, files.path)
     return TrainedModel(network, spec, prep, files.metrics, files.path)
 
 

@@ -29,10 +29,10 @@ from torch import nn
 from .history import EpochRecord, History, TrainingState, metric_name
 
 if TYPE_CHECKING:
-    from .prepare import Split
+    from .splits import Split
     from .spec import Spec
 
-__all__ = ["Callback", "Training", "EpochFunction", "BestEpoch", "EarlyStopping"]
+__all__ = ["Callback", "Training", "EpochFunction", "BestEpoch", "EarlyStopping", "watched_metric"]
 
 
 @dataclass
@@ -52,6 +52,9 @@ class Training:
     run_dir: Path | None = None  # where the run's files go; None when it is not saved
     classes: list[str] | None = None  # class names, index = class id
     say: Callable[[str], None] = print  # one line for the person watching (the loop's progress sets it)
+    # Made by the loop: the shuffle generator and, for fp16, the gradient scaler (checkpoints record both).
+    generator: torch.Generator | None = None
+    grad_scaler: torch.amp.GradScaler | None = None
     # Set by the loop as the run goes; callbacks read them, and BestEpoch and EarlyStopping write them.
     state: TrainingState = field(default_factory=TrainingState)
     history: History | None = None
@@ -97,6 +100,51 @@ class EpochFunction(Callback):
 
     def on_epoch_end(self, training: Training, record: EpochRecord) -> None:
         self.fn(record, training.model)
+
+
+def watched_metric(spec: "Spec", task: str) -> str:
+    """The validation figure that decides the best epoch: early stopping's, else the task's metric."""
+    watch = spec.train.early_stopping
+    return watch.metric if watch is not None else metric_name(task)
+
+
+class BestEpoch(Callback):
+    """Tracks the best epoch by ``metric``; with ``restore``, keeps its weights and puts them back at the end."""
+
+    syncs_every_epoch = True  # the model must hold the epoch's weights when they are copied
+
+    def __init__(self, metric: str, min_delta: float = 0.0, restore: bool = False) -> None:
+        self.metric, self.min_delta, self.restore = metric, min_delta, restore
+
+    def on_epoch_end(self, training: Training, record: EpochRecord) -> None:
+        state, score = training.state, _score(record, self.metric)
+        training.improved = score > state.best_score + self.min_delta  # a NaN score never improves
+        if training.improved:
+            state.best_score, state.waited, state.best_epoch = score, 0, record.epoch
+            training.history.best_epoch = record.epoch
+            if self.restore:
+                training.best_weights = copy.deepcopy(training.model.state_dict())
+        else:
+            state.waited += 1
+
+    def on_run_end(self, training: Training) -> None:
+        if self.restore and training.best_weights is not None:
+            training.model.load_state_dict(training.best_weights)
+
+
+class EarlyStopping(Callback):
+    """Ends the run when the watched figure has not improved for ``patience`` epochs (BestEpoch counts them)."""
+
+    syncs_every_epoch = True
+
+    def __init__(self, metric: str, patience: int) -> None:
+        self.metric, self.patience = metric, patience
+
+    def on_epoch_end(self, training: Training, record: EpochRecord) -> None:
+        if training.state.waited >= self.patience:
+            training.state.stopped_early = training.history.stopped_early = True
+            training.stop_reason = (f"early stopping after epoch {record.epoch}: {self.metric} has not improved for "
+                                    f"{self.patience} epochs; restoring epoch {training.history.best_epoch}")
 
 
 def _score(record: EpochRecord, metric: str) -> float:

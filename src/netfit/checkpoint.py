@@ -41,14 +41,17 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as dump_tensors
 from torch import nn
 
+from .callbacks import Callback, Training, watched_metric
 from .errors import NetfitError
 from .features import Features
 from .runformat import (CHECKPOINT_FORMAT, OPTIMIZER_STATE, BestState, CheckpointState, ResumeState, check_format,
                         read_run_id, validate)
 from .spec import Spec, spec_from_dict
 from .storage import (arrays_sha256, dump_sealed_json, file_entry, fsync_dir, load_sealed_json, read_verified,
-                      remove_tree, temporary_folder)
+                      remove_tree, temporary_folder, write_durably)
 from .history import EpochRecord, TrainingState
+from .model import load_weights
+from .version import versions
 
 __all__ = ["CHECKPOINT_FORMAT", "Checkpointer", "Checkpoint", "list_checkpoints",
            "read_checkpoint", "verify_checkpoints", "spec_hash", "data_hash"]
@@ -92,8 +95,12 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return [path for _, path in sorted(found)]
 
 
-class Checkpointer:
-    """Writes a run's checkpoints: every ``every`` epochs, at the end, and the best epoch's weights."""
+class Checkpointer(Callback):
+    """Writes a run's checkpoints: every ``checkpoint_every`` epochs, at the end, and the best epoch's weights.
+
+    As a callback it saves at the ends of epochs; the loop also calls ``save`` when a signal
+    stops a run mid-epoch.
+    """
 
     def __init__(self, run_dir: Path, spec: Spec, data_sha256: str, steps_per_epoch: int,
                  resuming: "Checkpoint | None" = None) -> None:
@@ -135,6 +142,16 @@ class Checkpointer:
                 remove_tree(path)
             elif ".partial-" in path.name or ".removed-" in path.name:
                 remove_tree(path)
+
+    def on_epoch_end(self, training: Training, record: EpochRecord) -> None:
+        if training.improved:  # BestEpoch, which runs first, has just found a new best
+            self.save_best(training.model, record.epoch, watched_metric(training.spec, training.task),
+                           training.state.best_score)
+        last = record.epoch == training.epochs or training.stop_reason is not None
+        # Records read back late are of epochs already past: only the epoch that just ended is saved.
+        if record.epoch == training.state.epochs_done and (self.due(record.epoch) or last):
+            self.save(training.state, training.model, training.optimizer, training.generator.get_state(),
+                      training.grad_scaler, training.engine, training.best_weights)
 
     def due(self, epoch: int) -> bool:
         every = self.spec.train.checkpoint_every
@@ -192,11 +209,9 @@ class Checkpointer:
         return self._write("best", {WEIGHTS: _weights_bytes(model)}, body)
 
     def _identity(self) -> dict[str, Any]:
-        from . import __version__
-
         return {"run_id": self.run_id, "spec": self.spec.to_dict(), "spec_sha256": spec_hash(self.spec),
                 "data_sha256": self.data_sha256, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "versions": {"netfit": __version__, "torch": torch.__version__}}
+                "versions": versions()}
 
     def _set_aside(self, path: Path, why: str) -> Path:
         """Move ``path`` into a new hidden folder ``.NAME.WHY-*`` in one rename; returns that folder."""
@@ -212,7 +227,7 @@ class Checkpointer:
             staging = temporary_folder(self.folder, f".{name}.partial-")
             body = {**body, "files": {f: file_entry(data) for f, data in files.items()}}
             for fname, data in {**files, STATE: dump_sealed_json(body)}.items():
-                _write_durably(staging / fname, data)
+                write_durably(staging / fname, data)
             fsync_dir(staging)
             # The same position written again (best, or after a resume): swap the old one out.
             aside = self._set_aside(final, "replaced") if final.exists() else None
@@ -229,13 +244,6 @@ class Checkpointer:
             raise NetfitError(f"could not write checkpoint {final} ({err.strerror or err}); {kept}; free some "
                               f"space or make {self.folder} writable, then resume with "
                               f"`netfit train --resume {self.run_dir}`") from None
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def _weights_bytes(model: nn.Module) -> bytes:
@@ -306,7 +314,7 @@ class Checkpoint:
         cuda = [t[f"rng.cuda.{i}"] for i in range(sum(k.startswith("rng.cuda.") for k in t))]
         restore_cuda = bool(cuda) and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count()
         self._check_fits(optimizer, generator, cuda if restore_cuda else [])
-        _load_weights(model, self.weights, self.path)
+        load_weights(model, self.weights, self.path)
         _restore_optimizer(optimizer, self)
         if grad_scaler is not None and self.state.grad_scaler is not None:
             grad_scaler.load_state_dict(self.body["grad_scaler"])
@@ -503,15 +511,6 @@ def _bad_tensor(source: Path, name: str, problem: str) -> None:
 
 def _describe(t: torch.Tensor) -> str:
     return f"{str(t.dtype).removeprefix('torch.')} of shape {tuple(t.shape)}"
-
-
-def _load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as err:
-        lines = str(err).strip().splitlines()
-        raise NetfitError(f"{source}: the weights do not fit the network its spec describes "
-                          f"({lines[1].strip() if len(lines) > 1 else lines[0]})") from None
 
 
 def _restore_optimizer(optimizer: torch.optim.Optimizer, checkpoint: Checkpoint) -> None:

@@ -482,26 +482,15 @@ def _csv_output(path: Path | None):
     if path is None:
         yield csv.writer(sys.stdout)
         return
-    from .storage import fsync_dir, temporary_file
+    from .storage import atomic_file
 
     target = path.expanduser()
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = temporary_file(target)
-    except OSError as err:
-        raise NetfitError(f"cannot write {path} ({err.strerror or err}); choose a writable folder") from None
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as file:
+        with atomic_file(target, "w", newline="", encoding="utf-8") as file:
             yield csv.writer(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, target)
-        fsync_dir(target.parent)
     except OSError as err:
         raise NetfitError(f"cannot write {path} ({err.strerror or err}); choose a writable folder") from None
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def _summary(args: argparse.Namespace) -> int:

@@ -22,7 +22,7 @@ from torch import nn
 
 from .errors import NetfitError
 from .features import Features
-from .prepare import Split
+from .splits import Split
 from .registry import Registry
 from .step import train_step
 from .streaming import StreamedEpoch, StreamedRows

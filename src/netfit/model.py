@@ -21,6 +21,7 @@ import importlib
 import math
 import warnings
 from collections import OrderedDict
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -32,7 +33,7 @@ from .files import require_memory
 from .registry import Registry
 from .spec import ModelSpec
 
-__all__ = ["ACTIVATION_LAYERS", "TableInput", "build_network", "import_module_class", "parameter_count", "count_parameters",
+__all__ = ["ACTIVATION_LAYERS", "TableInput", "build_network", "import_module_class", "load_weights", "parameter_count", "count_parameters",
            "layer_table"]
 
 ACTIVATION_LAYERS: Registry[Callable[[], nn.Module]] = Registry("activation")
@@ -225,3 +226,13 @@ def _one_row(input_size: int, layout: InputLayout | None) -> torch.Tensor | Tabl
     empty = torch.zeros(0, dtype=torch.long)
     return TableBatch(torch.zeros(1, layout.dense), torch.zeros(1, len(layout.embeddings), dtype=torch.long),
                       empty, torch.zeros(1, dtype=torch.long), torch.zeros(0))
+
+
+def load_weights(network: nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Put saved weights into ``network``, or say in one line which of them do not fit it."""
+    try:
+        network.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        lines = str(err).strip().splitlines()
+        raise NetfitError(f"{source}: the weights do not fit the network its spec describes "
+                          f"({lines[1].strip() if len(lines) > 1 else lines[0]})") from None

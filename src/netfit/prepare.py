@@ -7,7 +7,7 @@ in the run directory. Every statistic is fitted on training rows only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,46 +22,11 @@ from .preparation import Preparation, encoded_sha256
 from .scaling import Scaler, fit_scaler
 from .spec import Spec
 from .streaming import prepare_streamed, streaming_reason
-from .task import infer_task, looks_like_class_ids, refuse_constant_target
+from .splits import PreparedData, Split
+from .targets import describe_target, output_width, resolve_classes, target_names
+from .task import infer_task, refuse_constant_target
 
-__all__ = ["Preparation", "PreparedData", "Split", "prepare", "resolve_widths", "target_names"]
-
-
-@dataclass
-class Split:
-    """Stored features ``X`` (uint8 images or float32 table rows, unscaled) and targets ``y``.
-
-    A table with categorical or text columns is stored encoded, as :class:`~netfit.features.Features`.
-    ``y`` holds int64 class ids, or float32 (n, k) values (scaled, for regression).
-    ``scaler`` turns stored rows into the network's inputs, batch by batch, on any device.
-    """
-
-    X: torch.Tensor | Features
-    y: torch.Tensor
-    scaler: Scaler
-
-    def __len__(self) -> int:
-        return self.X.shape[0]
-
-    def to(self, device: torch.device) -> "Split":
-        return Split(self.X.to(device), self.y.to(device), self.scaler)
-
-    def inputs(self, rows: torch.Tensor | slice) -> torch.Tensor:
-        """Scaled float32 inputs of ``rows`` (an index tensor or a slice): a tensor, or a TableBatch."""
-        if isinstance(self.X, Features):
-            return self.X.take(rows)
-        stored = self.X.index_select(0, rows) if isinstance(rows, torch.Tensor) else self.X[rows]
-        return self.scaler.apply(stored)
-
-
-@dataclass
-class PreparedData:
-    """Tensors for each part; ``val`` and ``test`` are None when there is no such part."""
-
-    preparation: Preparation
-    train: Split
-    val: Split | None
-    test: Split | None
+__all__ = ["prepare", "resolve_widths"]
 
 
 def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None) -> PreparedData:
@@ -74,7 +39,7 @@ def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None
         return prepare_streamed(spec, reason)
     raw = _raw_from_arrays(spec, X, y) if X is not None else _load_spec_data(spec)
     names = target_names(spec, raw.y_train)
-    task, reason = infer_task(spec, raw.y_train, _describe_target(names))
+    task, reason = infer_task(spec, raw.y_train, describe_target(names))
 
     types = _column_types(spec, raw)
 
@@ -90,8 +55,8 @@ def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None
     raw = replace(raw, X_train=None)
     refuse_constant_target(y_tr, names or ["the target"])
 
-    classes, labels = _resolve_classes(spec, task, raw)
-    output_size = _output_size(spec, task, reason, classes, y_tr)
+    classes, labels = resolve_classes(spec, task, raw)
+    output_size = output_width(spec, task, reason, classes, y_tr)
     method = spec.data.scaling
     if method == "auto":
         method = "divide_by_255" if raw.kind == "image" else "standardize"
@@ -187,25 +152,6 @@ def resolve_widths(spec: Spec) -> tuple[int, int, InputLayout | None]:
     return prep.input_size, prep.output_size, prep.layout
 
 
-def target_names(spec: Spec, y: np.ndarray) -> list[str] | None:
-    """Names of the target columns: ``data.target``, else ``target_0``... for several, else None."""
-    target = spec.data.target
-    if isinstance(target, str):
-        return [target]
-    if isinstance(target, list):
-        return list(target)
-    y = np.asarray(y)
-    if y.ndim == 2 and y.shape[1] > 1:
-        return [f"target_{i}" for i in range(y.shape[1])]
-    return None
-
-
-def _describe_target(names: list[str] | None) -> str:
-    if not names:
-        return "the target"
-    return f"target column {names[0]!r}" if len(names) == 1 else f"target columns {names}"
-
-
 def _load_spec_data(spec: Spec) -> RawData:
     if spec.data.dataset is None and spec.data.path is None:
         raise NetfitError("no data: set data.dataset (a built-in name) or data.path (a file), "
@@ -247,71 +193,3 @@ def _raw_from_arrays(spec: Spec, X: Any, y: Any) -> RawData:
         X, y, X_test, y_test = X[keep], y[keep], X[held], y[held]
     kind = "image" if X.dtype == np.uint8 else "table"
     return RawData(name="arrays", X_train=X, y_train=y, X_test=X_test, y_test=y_test, kind=kind)
-
-
-def _resolve_classes(spec: Spec, task: str, raw: RawData) -> tuple[list[str] | None, str | None]:
-    """The class names (index = class id) and how labels were given: "ids", "text" or "integers".
-
-    Classes come from the training file's rows (validation rows included: a rare class may land
-    only there), never from the test part.
-    """
-    if task == "regression":
-        return None, None
-    y = np.asarray(raw.y_train)
-    if y.ndim > 1 and y.reshape(len(y), -1).shape[1] > 1:
-        raise NetfitError(f"{raw.name}: the targets have {y.reshape(len(y), -1).shape[1]} columns, but {task} "
-                          "needs one label per row; several target columns are for regression "
-                          "(train.task = \"regression\")")
-    y = y.reshape(-1)
-    if y.dtype.kind in "USO":
-        return _listed_classes(task, raw, sorted({str(v) for v in y.tolist()}), "text")
-    if y.dtype.kind == "b":
-        y = y.astype(np.int64)
-    if np.any(np.mod(y, 1) != 0):
-        raise NetfitError(f"{raw.name}: {task} needs whole-number class labels, found {y[np.mod(y, 1) != 0][0]}; "
-                          "set train.task = \"regression\" for real-valued targets")
-    values = np.unique(y)
-    if np.abs(values).max() >= 2**53:  # beyond what float64 holds exactly: no class id looks like this
-        raise NetfitError(f"{raw.name}: label {values[np.argmax(np.abs(values))]:.0f} is too large to be a class "
-                          "label; if the target is a quantity, set train.task = \"regression\"")
-    values = values.astype(np.int64)
-    fixed = spec.model.output if isinstance(spec.model.output, int) and spec.model.module is None else None
-    if task == "binary":
-        if set(values.tolist()) <= {0, 1}:
-            return _named(raw, ["0", "1"]), "ids"
-        return _listed_classes(task, raw, [str(v) for v in values.tolist()], "integers")
-    if fixed is not None or (values[0] == 0 and looks_like_class_ids(values)):
-        # Class ids 0..K-1 (K from model.output when it is set): a class may be missing from the rows.
-        count = fixed if fixed is not None else int(values[-1]) + 1
-        labels = np.concatenate([values] + ([np.unique(raw.y_test)] if raw.y_test is not None else []))
-        if labels.min() < 0 or labels.max() >= count:
-            bad = labels[(labels < 0) | (labels >= count)][0]
-            raise NetfitError(f"{raw.name}: label {int(bad)} is outside the class range 0..{count - 1} "
-                              f"(model.output = {count}); fix the labels or model.output")
-        return _named(raw, [str(i) for i in range(count)]), "ids"
-    # Whole numbers that are not ids 0..K-1 (-1/1, ratings 1..5, wine quality 3..8): each value is a class.
-    return _listed_classes(task, raw, [str(v) for v in values.tolist()], "integers")
-
-
-def _listed_classes(task: str, raw: RawData, classes: list[str], labels: str) -> tuple[list[str], str]:
-    if task == "binary" and len(classes) != 2:
-        raise NetfitError(f"{raw.name}: binary needs exactly 2 labels, found {len(classes)}: "
-                          f"{', '.join(classes[:5])}; use train.task = \"classification\"")
-    return classes, labels
-
-
-def _named(raw: RawData, ids: list[str]) -> list[str]:
-    return list(raw.class_names) if raw.class_names is not None and len(raw.class_names) == len(ids) else ids
-
-
-def _output_size(spec: Spec, task: str, reason: str, classes: list[str] | None, y_train: np.ndarray) -> int:
-    if task == "binary":
-        natural = 1
-    elif task == "classification":
-        natural = len(classes)
-    else:
-        natural = 1 if y_train.ndim == 1 else y_train.shape[1]
-    if isinstance(spec.model.output, int) and spec.model.output != natural and spec.model.module is None:
-        raise NetfitError(f"model.output = {spec.model.output} but the {task} targets ({reason}) need {natural} "
-                          'outputs; set model.output = "auto"')
-    return natural

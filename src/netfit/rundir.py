@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import platform
 import tempfile
 import time
 from contextlib import contextmanager
@@ -29,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
@@ -42,6 +40,7 @@ from .runformat import RUN_FORMAT, RUN_ID_FILE, RunInfo, check_format, read_run_
 from .spec import LOSS_TASK, Spec, spec_from_dict
 from .storage import dump_sealed_json, file_entry, fsync_dir, load_sealed_json, read_verified, remove_tree, write_atomic
 from .history import History
+from .version import versions
 
 __all__ = ["RunFiles", "enclosing_run", "check_writable", "create_run_dir", "run_lock", "finish_run", "read_run", "is_finished",
            "RUN_FORMAT", "RUN_ID_FILE"]
@@ -163,7 +162,7 @@ def finish_run(run_dir: Path, network: torch.nn.Module, spec: Spec, preparation:
             "training": {"epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
                          "stopped_early": history.stopped_early, "device": device,
                          "engine": history.engine},
-            "versions": _versions(),
+            "versions": versions(),
             "files": {name: file_entry(data) for name, data in files.items()},
         }
         write_atomic(run_dir / INFO, dump_sealed_json(info))
@@ -244,10 +243,3 @@ def _metrics_csv(history: History) -> str:
 
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.6g}"
-
-
-def _versions() -> dict[str, str]:
-    from . import __version__
-
-    return {"netfit": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}

@@ -93,6 +93,8 @@ def _files(*names: str):
 class Versions(_Strict):
     netfit: Text
     torch: Text
+    numpy: Text | None = None  # checkpoints written before they recorded every version lack these two
+    python: Text | None = None
 
 
 class RunIdFile(_Strict):

@@ -27,8 +27,9 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterator
 
 import numpy as np
 
@@ -97,15 +98,18 @@ def temporary_folder(folder: Path, prefix: str) -> Path:
     return path
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temporary file, fsync, rename, fsync of the folder.
+@contextmanager
+def atomic_file(path: Path, mode: str = "wb", suffix: str = ".tmp", **options: Any) -> Iterator[IO]:
+    """A file that replaces ``path`` only if the ``with`` block ends without an error.
 
-    Raises OSError as the operating system reports it; the old file, if any, is untouched then.
+    Written to a temporary file beside ``path``, flushed to disk, renamed onto it, and the
+    folder flushed too; on any error the temporary file goes and the old file, if any, is
+    untouched. Raises OSError as the operating system reports it.
     """
-    fd, tmp = temporary_file(path)
+    fd, tmp = temporary_file(path, suffix)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, mode, **options) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -113,6 +117,20 @@ def write_atomic(path: Path, data: bytes) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` (see ``atomic_file``)."""
+    with atomic_file(path) as f:
+        f.write(data)
+
+
+def write_durably(path: Path, data: bytes) -> None:
+    """Write a new file and flush it to disk (inside a staging folder that is renamed into place whole)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def file_entry(data: bytes) -> dict[str, Any]:

@@ -36,6 +36,8 @@ from .errors import NetfitError
 from .files import available_memory, describe_bytes, open_regular
 from .scaling import Moments, Scaler
 from .spec import Spec
+from .splits import PreparedData, Split
+from .targets import describe_target, output_width, resolve_classes, target_names
 
 __all__ = ["ParquetRows", "StreamedRows", "StreamedEpoch", "streaming_reason", "streams", "prepare_streamed",
            "streamed_test_report", "streamed_file_report", "PARQUET_SUFFIXES"]
@@ -409,7 +411,6 @@ def _parts(spec: Spec, rows: int) -> _Parts:
 def prepare_streamed(spec: Spec, reason: str):
     """``prepare`` for a Parquet file that is streamed: the same Preparation, Splits whose rows stay on disk."""
     from .data import RawData
-    from .prepare import (PreparedData, Split, _describe_target, _output_size, _resolve_classes, target_names)
     from .preparation import Preparation
     from .scaling import fit_scaler
     from .task import infer_task, refuse_constant_target
@@ -442,14 +443,14 @@ def prepare_streamed(spec: Spec, reason: str):
     raw = RawData(name=path.name, X_train=None, y_train=y_train, X_test=None, y_test=y_test, kind="table",
                   feature_names=source.features)
     names = target_names(spec, y_train)
-    task, task_reason = infer_task(spec, y_train, _describe_target(names))
+    task, task_reason = infer_task(spec, y_train, describe_target(names))
     y_tr, y_val = y_all[parts.train], y_all[parts.val]
     if len(y_tr) == 0:
         raise NetfitError(f"{raw.name}: no training rows are left after the validation split; "
                           "lower data.val_fraction or add data")
     refuse_constant_target(y_tr, names or ["the target"])
-    classes, labels = _resolve_classes(spec, task, raw)
-    output_size = _output_size(spec, task, task_reason, classes, y_tr)
+    classes, labels = resolve_classes(spec, task, raw)
+    output_size = output_width(spec, task, task_reason, classes, y_tr)
     if spec.model.input != "auto" and spec.model.module is None and spec.model.input != source.width:
         raise NetfitError(f"model.input = {spec.model.input} but {raw.name} rows have {source.width} features; "
                           'set model.input = "auto" or to the data\'s width')

@@ -1,41 +1,40 @@
-"""The training loop: one step function and the epoch loop around it, top to bottom.
+"""The epoch loop, top to bottom, around the step in ``step.py``.
 
 This is the loop every PyTorch tutorial writes by hand (shuffle, forward, loss, backward,
 step), with the details that are easy to get wrong done once: a fresh permutation every epoch,
 ``train()`` for the steps and ``eval()`` for validation, losses accumulated on the device and
-read back once per print interval, and the best weights restored when early stopping ends the
-run. How the steps of an epoch are executed (eagerly, compiled, or replayed as a CUDA graph) is
-the engine's business (``engines.py``); every engine runs this same ``train_step``.
+read back once per print interval. Everything else a run does at an epoch's end (the best
+epoch, early stopping, checkpoints, progress, logs) attaches through ``callbacks.py``. How the
+steps of an epoch are executed (eagerly, compiled, or replayed as a CUDA graph) is the engine's
+business (``engines.py``).
 """
 
 from __future__ import annotations
 
-import copy
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from torch import nn
 
+from .callbacks import BestEpoch, Callback, EarlyStopping, Training, watched_metric
 from .engines import StepPlan, choose_engine
-from .history import EpochRecord, History, TrainingState
-from .step import steps_per_epoch, train_step  # noqa: F401  (re-exported for now)
 from .errors import NetfitError, TrainingInterrupted
-from .prepare import Split
+from .history import EpochRecord, History, TrainingState
+from .splits import Split
 from .progress import Progress
 from .schedules import lr_table
 from .signals import EXIT_CODES, stop_on_signals
 from .spec import TrainSpec
+from .step import steps_per_epoch
 from .streaming import StreamedRows
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint, Checkpointer
 
-__all__ = ["train_step", "fit_network", "evaluate_split", "EpochRecord", "History", "TrainingState",
-           "steps_per_epoch"]
+__all__ = ["fit_network", "evaluate_split"]
 
 
 @dataclass
@@ -49,139 +48,159 @@ class _Pending:
     timer: "_EpochTimer"
 
 
-def fit_network(model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-                train: Split, val: Split | None, recipe: TrainSpec, task: str,
-                device: torch.device, progress: Progress,
-                on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None = None,
-                autocast_dtype: torch.dtype | None = None, engine: str = "eager",
+def fit_network(training: Training, callbacks: Sequence[Callback] = (), *, progress: Progress | None = None,
                 checkpoints: "Checkpointer | None" = None, resume: "Checkpoint | None" = None) -> History:
-    """Train ``model`` in place for ``recipe.epochs`` epochs (or until early stopping).
+    """Train ``training.model`` in place for ``train.epochs`` epochs, or until a callback ends the run.
 
-    ``on_epoch_end(record, model)`` runs after each epoch, outside the timed part of it.
-    With ``checkpoints``, a resumable checkpoint is written every ``recipe.checkpoint_every``
-    epochs, at the end and on SIGINT/SIGTERM, and the best epoch's weights are kept apart;
-    ``resume`` continues from such a checkpoint exactly where it was written.
+    ``callbacks`` see the run start, each epoch start and end, and the run end (``callbacks.py``).
+    With ``checkpoints``, a resumable checkpoint is written every ``train.checkpoint_every``
+    epochs, at the end and on SIGINT/SIGTERM; ``resume`` continues from such a checkpoint
+    exactly where it was written.
     """
-    train = train.to(device)  # the whole training set lives on the device: no per-batch copies
-    val = val.to(device) if val is not None else None
-    full, rest = steps_per_epoch(len(train), recipe.batch_size)
-    steps = full + (rest > 0)
-    batch_size = min(recipe.batch_size, len(train))
-    rates = lr_table(recipe.schedule, recipe.lr, steps, recipe.epochs)
-    grad_scaler = torch.amp.GradScaler(device.type) if autocast_dtype == torch.float16 else None
-    # The permutation is drawn on the training device from the run's seed: no host work per epoch.
-    generator = torch.Generator(device=device).manual_seed(recipe.seed)
-    state = TrainingState()
+    t, recipe = training, training.spec.train
+    progress = progress or Progress(None)
+    t.say = progress.note
+    loop = _Loop(t, checkpoints)
     if resume is not None:
-        state = resume.training_state()
-        resume.restore(model, optimizer, generator, grad_scaler)
-    plan = StepPlan(model, loss_fn, optimizer, train, batch_size, full, rest, rates, recipe.clip_grad_norm,
-                    autocast_dtype, grad_scaler, first_step=state.global_step,
-                    skip_nonfinite=recipe.on_nonfinite == "skip_step")
-    engine, reason = choose_engine(engine, plan, device)
-    history = History(metric_name="val_r2" if task == "regression" else "val_accuracy", engine=engine.name,
-                      epochs=list(state.history), best_epoch=state.best_epoch)
+        t.state = resume.training_state()
+        t.best_weights = resume.best_weights() if recipe.early_stopping is not None else None
+        resume.restore(t.model, t.optimizer, t.generator, t.grad_scaler)
+    engine, reason = loop.start()
+    hooks = [*_built_in(t, checkpoints), progress, *callbacks, *([checkpoints] if checkpoints else [])]
     if reason:
-        progress.note(reason)
-
-    watch = recipe.early_stopping
-    watched = watch.metric if watch is not None else history.metric_name
-    min_delta = watch.min_delta if watch is not None else 0.0
-    track_best = val is not None and (watch is not None or checkpoints is not None)
-    best_state = resume.best_weights() if watch is not None and resume is not None else None
-    pending: list[_Pending] = []
-
-    def save(position: TrainingState, shuffle_state: torch.Tensor) -> Path:
-        return checkpoints.save(position, model, optimizer, shuffle_state, grad_scaler, engine.name, best_state)
-
-    def read_back(last_step: int) -> None:
-        # Host syncs happen here on purpose: at print intervals, at checkpoints, at the end, and
-        # every epoch only when early stopping, checkpoints or a callback need the figures.
-        weights_finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()]).all()
-        records, first_bad, finite_weights = _read_back(pending, len(train), engine.first_bad_step, weights_finite)
-        if not plan.skip_nonfinite and (first_bad >= 0 or not finite_weights):
-            # No bad loss yet, yet bad weights: the gradients of the last step run were not finite.
-            at = first_bad if first_bad >= 0 else last_step
-            raise _nonfinite_error(at, steps, recipe, checkpoints)
-        pending.clear()
-        for record in records:
-            history.epochs.append(record)
-            progress.end_epoch(record, history.metric_name,
-                               show=record.epoch % recipe.print_every == 0 or record.epoch == recipe.epochs)
-            if on_epoch_end is not None:
-                on_epoch_end(record, model)
-
+        t.say(reason)
+    loop.syncs_every_epoch = any(h.syncs_every_epoch for h in hooks)
+    for hook in hooks:
+        hook.on_run_start(t)
     with stop_on_signals(enabled=checkpoints is not None) as stop:
-        last_epoch = state.epochs_done if state.stopped_early else recipe.epochs  # a resume may only finish
-        for epoch in range(state.epochs_done + 1, last_epoch + 1):
-            timer = _EpochTimer(device)
-            model.train()  # Dropout on, BatchNorm uses batch statistics
-            shuffle_state = generator.get_state()  # what a checkpoint in this epoch records
-            order = _shuffled(train, generator, device)  # fresh shuffle every epoch
-            first = state.steps_into_epoch if epoch == state.epochs_done + 1 else 0
-            progress.start_epoch(epoch, recipe.epochs, steps)
+        last_epoch = t.state.epochs_done if t.state.stopped_early else recipe.epochs  # a resume may only finish
+        for epoch in range(t.state.epochs_done + 1, last_epoch + 1):
+            for hook in hooks:
+                hook.on_epoch_start(t, epoch)
+            t.model.train()  # Dropout on, BatchNorm uses batch statistics
+            shuffle_state = t.generator.get_state()  # what a checkpoint in this epoch records
+            order = _shuffled(t.train, t.generator, t.device)  # fresh shuffle every epoch
+            first = t.state.steps_into_epoch if epoch == t.state.epochs_done + 1 else 0
+            timer = _EpochTimer(t.device)
 
             def on_step(done: int) -> bool:
-                progress.step(done)
+                progress.advance(done)
                 return stop.requested
 
-            skipped_before = engine.skipped
-            loss_sum, done = engine.run_epoch(order, on_step, first)
-            if first:
-                loss_sum = loss_sum + state.epoch_loss_sum  # the steps run before the resume
+            loss_sum, done = loop.run_epoch(epoch, order, on_step, first)
             timer.stop()
-            for note in engine.notes:
-                progress.note(note)
-            engine.notes.clear()
-            if engine.skipped > skipped_before:
-                progress.note(f"netfit: epoch {epoch}: skipped {engine.skipped - skipped_before} steps with a "
-                              "NaN or infinite loss or gradient")
+            if done < loop.steps:  # a signal arrived mid-epoch: checkpoint this exact position and stop
+                loop.read_back(hooks, loop.global_step(epoch - 1, done) - 1)
+                position = replace(t.state, steps_into_epoch=done, global_step=loop.global_step(epoch - 1, done),
+                                   epoch_loss_sum=float(loss_sum))  # the sync above makes float() free
+                raise _interrupted(stop, loop.checkpoint(position, shuffle_state), epoch, done, loop.steps, checkpoints)
 
-            if done < steps:  # a signal arrived mid-epoch: checkpoint this exact position and stop
-                read_back((epoch - 1) * steps + done - 1)
-                position = replace(state, epochs_done=epoch - 1, steps_into_epoch=done,
-                                   global_step=(epoch - 1) * steps + done, epoch_loss_sum=float(loss_sum),
-                                   history=list(history.epochs))  # the sync above makes float() free
-                raise _interrupted(stop, save(position, shuffle_state), epoch, done, steps, checkpoints)
-
-            val_figures = evaluate_split(model, loss_fn, val, task) if val is not None else None
-            pending.append(_Pending(epoch, loss_sum, val_figures, float(rates[min(epoch * steps, len(rates)) - 1]),
-                                    timer))
-            last = epoch == recipe.epochs
-            # A checkpoint records the history, so every epoch it will hold must be read back first.
-            if epoch % recipe.print_every == 0 or last or track_best or on_epoch_end is not None \
-                    or (checkpoints is not None and (checkpoints.due(epoch) or stop.requested)):
-                read_back(epoch * steps - 1)
-            else:
-                progress.end_epoch(None, history.metric_name, show=False)
-
-            if track_best:  # read back this epoch, so the model holds this epoch's weights
-                score = _score(history.epochs[-1], watched)
-                if score > state.best_score + min_delta:
-                    state.best_score, state.waited, state.best_epoch = score, 0, epoch
-                    history.best_epoch = epoch
-                    if watch is not None:
-                        best_state = copy.deepcopy(model.state_dict())
-                    if checkpoints is not None:
-                        checkpoints.save_best(model, epoch, watched, score)
-                else:
-                    state.waited += 1
-            state = replace(state, epochs_done=epoch, steps_into_epoch=0, global_step=epoch * steps,
-                            epoch_loss_sum=0.0, history=list(history.epochs))
-            if watch is not None and val is not None and state.waited >= watch.patience:
-                history.stopped_early = state.stopped_early = True
-                progress.note(f"early stopping after epoch {epoch}: {watch.metric} has not improved for "
-                              f"{watch.patience} epochs; restoring epoch {history.best_epoch}")
-            if checkpoints is not None and (checkpoints.due(epoch) or last or state.stopped_early or stop.requested):
-                path = save(state, generator.get_state())
-                if stop.requested and not (last or state.stopped_early):
-                    raise _interrupted(stop, path, epoch + 1, 0, steps, checkpoints)
-            if state.stopped_early:
+            val = evaluate_split(t.model, t.loss_fn, t.val, t.task) if t.val is not None else None
+            loop.pending.append(_Pending(epoch, loss_sum, val, loop.lr_at_end_of(epoch), timer))
+            t.state = replace(t.state, epochs_done=epoch, steps_into_epoch=0, global_step=epoch * loop.steps,
+                              epoch_loss_sum=0.0)
+            if loop.reads_back_after(epoch, stop.requested):
+                loop.read_back(hooks, epoch * loop.steps - 1)
+            if t.stop_reason is not None:
+                t.say(t.stop_reason)
                 break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    history.engine = engine.name
-    return history
+            if stop.requested and epoch < recipe.epochs:
+                # The checkpointer has just saved this epoch's end when it was due; else save it now.
+                path = checkpoints.latest if checkpoints.due(epoch) else loop.checkpoint(t.state, t.generator.get_state())
+                raise _interrupted(stop, path, epoch + 1, 0, loop.steps, checkpoints)
+    for hook in hooks:
+        hook.on_run_end(t)
+    t.history.engine = engine.name
+    return t.history
+
+
+def _built_in(t: Training, checkpoints: "Checkpointer | None") -> list[Callback]:
+    """Best-epoch tracking and early stopping, when the spec and the data call for them."""
+    watch = t.spec.train.early_stopping
+    if t.val is None or (watch is None and checkpoints is None):
+        return []
+    best = BestEpoch(watched_metric(t.spec, t.task), watch.min_delta if watch else 0.0, restore=watch is not None)
+    return [best, EarlyStopping(watch.metric, watch.patience)] if watch is not None else [best]
+
+
+class _Loop:
+    """The run's engine, learning-rate table and pending figures: what the epoch loop keeps between epochs."""
+
+    def __init__(self, t: Training, checkpoints: "Checkpointer | None") -> None:
+        recipe = t.spec.train
+        self.t, self.checkpoints = t, checkpoints
+        t.train = t.train.to(t.device)  # the whole training set lives on the device: no per-batch copies
+        t.val = t.val.to(t.device) if t.val is not None else None
+        self.full, self.rest = steps_per_epoch(len(t.train), recipe.batch_size)
+        self.steps = self.full + (self.rest > 0)
+        self.rates = lr_table(recipe.schedule, recipe.lr, self.steps, recipe.epochs)
+        t.grad_scaler = torch.amp.GradScaler(t.device.type) if t.precision == torch.float16 else None
+        # The permutation is drawn on the training device from the run's seed: no host work per epoch.
+        t.generator = torch.Generator(device=t.device).manual_seed(recipe.seed)
+        self.pending: list[_Pending] = []
+        self.syncs_every_epoch = False
+        self.engine = None
+
+    def start(self):
+        t, recipe = self.t, self.t.spec.train
+        plan = StepPlan(t.model, t.loss_fn, t.optimizer, t.train, min(recipe.batch_size, len(t.train)), self.full,
+                        self.rest, self.rates, recipe.clip_grad_norm, t.precision, t.grad_scaler,
+                        first_step=t.state.global_step, skip_nonfinite=recipe.on_nonfinite == "skip_step")
+        self.plan = plan
+        self.engine, reason = choose_engine(t.engine, plan, t.device)
+        t.engine = self.engine.name
+        t.history = History(metric_name=t.metric_name, engine=self.engine.name, epochs=list(t.state.history),
+                            best_epoch=t.state.best_epoch)
+        return self.engine, reason
+
+    def checkpoint(self, position: TrainingState, shuffle_state: torch.Tensor) -> Path:
+        """A resumable checkpoint of ``position`` (on a signal: the checkpointer saves the scheduled ones)."""
+        t = self.t
+        return self.checkpoints.save(position, t.model, t.optimizer, shuffle_state, t.grad_scaler, t.engine,
+                                     t.best_weights)
+
+    def global_step(self, epochs_done: int, steps: int) -> int:
+        return epochs_done * self.steps + steps
+
+    def lr_at_end_of(self, epoch: int) -> float:
+        return float(self.rates[min(epoch * self.steps, len(self.rates)) - 1])
+
+    def run_epoch(self, epoch: int, order, on_step: Callable[[int], bool], first: int) -> tuple[torch.Tensor, int]:
+        skipped_before = self.engine.skipped
+        loss_sum, done = self.engine.run_epoch(order, on_step, first)
+        if first:
+            loss_sum = loss_sum + self.t.state.epoch_loss_sum  # the steps run before the resume
+        for note in self.engine.notes:
+            self.t.say(note)
+        self.engine.notes.clear()
+        if self.engine.skipped > skipped_before:
+            self.t.say(f"netfit: epoch {epoch}: skipped {self.engine.skipped - skipped_before} steps with a NaN or "
+                       "infinite loss or gradient")
+        return loss_sum, done
+
+    def reads_back_after(self, epoch: int, stop_requested: bool) -> bool:
+        """Whether this epoch's figures are read now (a host sync) or wait for the next print interval."""
+        recipe = self.t.spec.train
+        # A checkpoint records the history, so every epoch it will hold must be read back first.
+        saving = self.checkpoints is not None and (self.checkpoints.due(epoch) or stop_requested)
+        return epoch % recipe.print_every == 0 or epoch == recipe.epochs or self.syncs_every_epoch or saving
+
+    def read_back(self, hooks: Sequence[Callback], last_step: int) -> None:
+        """Read the pending epochs' figures (one host sync), check them, and hand each record to the hooks."""
+        t = self.t
+        weights_finite = torch.stack([torch.isfinite(p).all() for p in t.model.parameters()]).all()
+        records, first_bad, finite_weights = _read_back(self.pending, len(t.train), self.engine.first_bad_step,
+                                                        weights_finite)
+        if not self.plan.skip_nonfinite and (first_bad >= 0 or not finite_weights):
+            # No bad loss yet, yet bad weights: the gradients of the last step run were not finite.
+            at = first_bad if first_bad >= 0 else last_step
+            raise _nonfinite_error(at, self.steps, t.spec.train, self.checkpoints)
+        self.pending.clear()
+        t.history.epochs.extend(records)
+        t.state.history = list(t.history.epochs)
+        for record in records:
+            for hook in hooks:
+                hook.on_epoch_end(t, record)
 
 
 def _shuffled(train: Split, generator: torch.Generator, device: torch.device):
@@ -230,11 +249,6 @@ def _interrupted(stop, checkpoint: Path, epoch: int, done: int, steps: int, chec
     return TrainingInterrupted(f"stopped by {stop.name} at {where}; checkpoint written to {checkpoint}; "
                                f"resume with: netfit train --resume {checkpoints.run_dir}",
                                EXIT_CODES[stop.signum], str(checkpoint))
-
-
-def _score(record: EpochRecord, metric: str) -> float:
-    # Higher is better for every watched score: the loss enters negated.
-    return -record.val_loss if metric == "val_loss" else record.val_metric
 
 
 class _EpochTimer:

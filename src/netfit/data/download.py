@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import NetfitError
-from ..storage import temporary_file
+from ..progress import bar
+from ..storage import atomic_file
 
 __all__ = ["MIRRORS", "MD5", "TIMEOUT_S", "MirrorsUnreachable", "mirrors_for", "download_files", "download_file"]
 
@@ -118,10 +119,9 @@ def download_file(url: str, destination: Path, expected_md5: str) -> None:
     with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
         total = _content_length(response)
         _announce(url, destination, total)
-        handle, temporary = temporary_file(destination, suffix=".part")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                md5, received = _copy(response, out, total)
+        # The file appears under its name only whole and with the right checksum.
+        with atomic_file(destination, suffix=".part") as out:
+            md5, received = _copy(response, out, total)
             if total is not None and received != total:
                 raise http.client.IncompleteRead(b"", total - received)
             if md5 != expected_md5:
@@ -129,22 +129,20 @@ def download_file(url: str, destination: Path, expected_md5: str) -> None:
                     f"checksum mismatch for {destination.name} from {url}: expected md5 {expected_md5}, got {md5}; "
                     "the download was deleted; try again later, or put a good copy in the data folder"
                 )
-            os.replace(temporary, destination)
-        finally:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
 
 
 def _copy(response: IO[bytes], out: IO[bytes], total: int | None) -> tuple[str, int]:
     digest = hashlib.md5(usedforsecurity=False)
-    progress = _Progress(total)
+    progress = bar(total, sys.stderr, unit="B", unit_scale=True, unit_divisor=1024, leave=False)
     received = 0
     while chunk := response.read(_CHUNK):
         out.write(chunk)
         digest.update(chunk)
         received += len(chunk)
-        progress.update(received)
-    progress.close()
+        if progress is not None:
+            progress.update(len(chunk))
+    if progress is not None:
+        progress.close()
     return digest.hexdigest(), received
 
 
@@ -164,31 +162,3 @@ def _describe(err: Exception) -> str:
 def _announce(url: str, destination: Path, total: int | None) -> None:
     size = f" ({total / 1e6:.1f} MB)" if total is not None else ""
     print(f"netfit: downloading {url}{size} -> {destination}", file=sys.stderr, flush=True)
-
-
-class _Progress:
-    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
-
-    def __init__(self, total: int | None) -> None:
-        self.total = total
-        self.enabled = sys.stderr.isatty()
-        self.shown = -1
-
-    def update(self, done: int) -> None:
-        if not self.enabled:
-            return
-        if self.total:
-            percent = 100 * done // self.total
-            if percent == self.shown:  # redraw once per percent, not once per chunk
-                return
-            self.shown = percent
-            bar = "#" * (percent // 4)
-            sys.stderr.write(f"\r  [{bar:<25}] {done / 1e6:6.1f}/{self.total / 1e6:.1f} MB {percent:3d}%")
-        else:
-            sys.stderr.write(f"\r  {done / 1e6:6.1f} MB")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            sys.stderr.write("\n")
-            sys.stderr.flush()

@@ -1,0 +1,164 @@
+"""Training-ready parts of a dataset: stored rows, targets and the scaler that turns rows into inputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .features import Features
+from .preparation import Preparation
+from .scaling import Scaler
+
+__all__ = ["Split", "PreparedData"]
+
+
+@dataclass
+class Split:
+    """Stored features ``X`` (uint8 images or float32 table rows, unscaled) and targets ``y``.
+
+    A table with categorical or text columns is stored encoded, as :class:`~netfit.features.Features`.
+    ``y`` holds int64 class ids, or float32 (n, k) values (scaled, for regression).
+    ``scaler`` turns stored rows into the network's inputs, batch by batch, on any device.
+    """
+
+    X: torch.Tensor | Features
+    y: torch.Tensor
+    scaler: Scaler
+
+    def __len__(self) -> int:
+        return self.X.shape[0]
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.X.to(device), self.y.to(device), self.scaler)
+
+    def inputs(self, rows: torch.Tensor | slice) -> torch.Tensor:
+        """Scaled float32 inputs of ``rows`` (an index tensor or a slice): a tensor, or a TableBatch."""
+        if isinstance(self.X, Features):
+            return self.X.take(rows)
+        stored = self.X.index_select(0, rows) if isinstance(rows, torch.Tensor) else self.X[rows]
+        return self.scaler.apply(stored)
+
+
+@dataclass
+class PreparedData:
+    """Tensors for each part; ``val`` and ``test`` are None when there is no such part."""
+
+    preparation: Preparation
+    train: Split
+    val: Split | None
+    test: Split | None
+
+
+def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None) -> PreparedData:
+    """Load (or take) the data, split, encode targets and fit scalers on training rows only.
+
+    A Parquet file that does not fit in memory (or ``data.streaming = true``) stays on disk: its
+    splits read rows in chunks (``netfit.streaming``).
+    """
+    if X is None and (reason := streaming_reason(spec)) is not None:
+        return prepare_streamed(spec, reason)
+    raw = _raw_from_arrays(spec, X, y) if X is not None else _load_spec_data(spec)
+    names = target_names(spec, raw.y_train)
+    task, reason = infer_task(spec, raw.y_train, _describe_target(names))
+
+    types = _column_types(spec, raw)
+
+    # Validation rows come out of the training part, before any statistic is fitted.
+    keep, held = split_rows(len(raw.X_train), spec.data.val_fraction, spec.data.split_seed)
+    X_tr, y_tr = _rows(raw.X_train, keep), raw.y_train[keep]
+    X_val, y_val = (_rows(raw.X_train, held), raw.y_train[held]) if len(held) else (None, None)
+    if len(X_tr) == 0:
+        raise NetfitError(f"{raw.name}: no training rows are left after the validation split; "
+                          "lower data.val_fraction or add data")
+    # The parts are copies of their rows: let the file's whole matrix go, so each row is held once.
+    width = int(np.prod(raw.X_train.shape[1:]))
+    raw = replace(raw, X_train=None)
+    refuse_constant_target(y_tr, names or ["the target"])
+
+    classes, labels = _resolve_classes(spec, task, raw)
+    output_size = _output_size(spec, task, reason, classes, y_tr)
+    method = spec.data.scaling
+    if method == "auto":
+        method = "divide_by_255" if raw.kind == "image" else "standardize"
+    encoder = None
+    if types is not None:
+        encoder = fit_encoder(X_tr, types, spec.data, method, raw.name)
+        method = "none"  # the encoder scaled the numeric columns itself
+        input_size = encoder.layout.width
+        if spec.model.module is not None and not encoder.layout.plain:
+            raise NetfitError(f"{raw.name}: model.module reads a plain tensor of numbers, but this table has "
+                              f"categorical or text columns ({encoder.describe()}); use netfit's own network "
+                              "(remove model.module), or turn the columns into numbers first")
+    else:
+        input_size = width
+    if spec.model.input != "auto" and spec.model.module is None and spec.model.input != input_size:
+        raise NetfitError(f"model.input = {spec.model.input} but {raw.name} rows have {input_size} features; "
+                          'set model.input = "auto" or to the data\'s width')
+
+    target_method = spec.data.target_scaling
+    if target_method == "auto":
+        target_method = "standardize" if task == "regression" else "none"
+    if target_method == "standardize" and task != "regression":
+        raise NetfitError(f"data.target_scaling = 'standardize' only applies to regression, not {task}")
+
+    preparation = Preparation(
+        task=task,
+        task_reason=reason,
+        input_size=input_size,
+        output_size=output_size,
+        classes=classes,
+        labels=labels,
+        input_scaler=fit_scaler(method, X_tr.reshape(len(X_tr), -1)) if encoder is None else Scaler("none"),
+        target_scaler=fit_scaler(target_method, np.asarray(y_tr, np.float32).reshape(len(y_tr), -1))
+        if task == "regression" else Scaler("none"),
+        dataset=raw.name,
+        feature_names=encoder.names if encoder is not None else list(raw.feature_names)
+        if raw.feature_names and len(raw.feature_names) == input_size else None,
+        target_names=names if task == "regression" or (names and len(names) == 1) else None,
+        encoder=encoder,
+        image=raw.image,
+    )
+
+    def split(Xp, yp, part):
+        if Xp is None or len(Xp) == 0:
+            return None
+        return Split(preparation.encode_features(Xp, f"{raw.name} ({part})"),
+                     preparation.encode_targets(yp, f"{raw.name} ({part})"), preparation.input_scaler)
+
+    test = split(raw.X_test, raw.y_test, "test")
+    if raw.X_test is not None:
+        # With an encoder the test part is hashed as encoded: from its split, not encoded a second time.
+        preparation.test_sha256 = encoded_sha256(test.X, raw.y_test) if encoder is not None and test is not None \
+            else preparation.part_sha256(raw.X_test, raw.y_test)
+    return PreparedData(preparation, split(X_tr, y_tr, "train"), split(X_val, y_val, "validation"), test)
+
+
+def _column_types(spec: Spec, raw: RawData) -> dict[str, str] | None:
+    """Each column's type when the table needs the column encoder, else None (a plain numeric matrix).
+
+    The encoder is needed for a table with text columns (the reader gave a pyarrow Table), and for
+    missing numbers to be filled in. Missing cells that a policy refuses are refused here, over the
+    whole file, so the row named is the file's own.
+    """
+    if raw.kind != "table":
+        return None
+    arrow = isinstance(raw.X_train, pa.Table)
+    if not arrow and spec.data.missing.numeric != "impute":
+        return None
+    names = list(raw.feature_names or [f"f{i}" for i in range(raw.X_train.shape[1])])
+    table = as_arrow(raw.X_train, names, raw.name)
+    types = infer_column_types(table, spec.data.columns, raw.name)
+    whole = table
+    if raw.split is not None:  # data.test_fraction took test rows out of the file: put them back in place
+        order = np.argsort(np.concatenate(raw.split))
+        whole = pa.concat_tables([table, as_arrow(raw.X_test, names, raw.name)]).take(pa.array(order))
+    check_cells(whole, types, spec.data.missing, raw.name)
+    return types
+
+
+def _rows(X, rows: np.ndarray):
+    """Rows ``rows`` (sorted, distinct) of an array or a pyarrow Table; all of them without a copy."""
+    if len(rows) == len(X):
+        return X
+    return X.take(pa.array(rows)) if isinstance(X, pa.Table) else X[rows]
