@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass, field
 
-__all__ = ["EpochRecord", "History", "TrainingState", "metric_name"]
+__all__ = ["EpochRecord", "History", "TrainingState", "metric_name", "metrics_csv"]
 
 
 def metric_name(task: str) -> str:
@@ -48,3 +50,23 @@ class TrainingState:
     best_epoch: int | None = None
     waited: int = 0  # epochs without improvement, for early stopping
     stopped_early: bool = False
+
+
+def metrics_csv(records: list[EpochRecord], metric_name: str) -> str:
+    """The text of ``metrics.csv``: a header, then one row per record.
+
+    The one formatter of the file: the run's final copy and the live copy a ``"csv"`` log keeps
+    both come from here, so the two never differ in columns or number formats. A missing
+    validation figure (no validation rows) is an empty cell.
+    """
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(["epoch", "train_loss", "val_loss", metric_name, "lr", "epoch_time_s"])
+    for r in records:
+        writer.writerow([r.epoch, f"{r.train_loss:.6g}", _fmt(r.val_loss), _fmt(r.val_metric),
+                         f"{r.lr:.6g}", f"{r.epoch_time_s:.4f}"])
+    return buffer.getvalue()
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.6g}"

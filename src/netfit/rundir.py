@@ -18,8 +18,6 @@ then it can be resumed (``netfit train --resume RUN``) but not loaded. Every JSO
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import tempfile
 import time
@@ -39,7 +37,7 @@ from .preparation import Preparation
 from .runformat import RUN_FORMAT, RUN_ID_FILE, RunInfo, check_format, read_run_id, validate, write_run_id
 from .spec import LOSS_TASK, Spec, spec_from_dict
 from .storage import dump_sealed_json, file_entry, fsync_dir, load_sealed_json, read_verified, remove_tree, write_atomic
-from .history import History
+from .history import History, metrics_csv
 from .version import versions
 
 __all__ = ["RunFiles", "enclosing_run", "check_writable", "create_run_dir", "run_lock", "finish_run", "read_run", "is_finished",
@@ -149,7 +147,7 @@ def finish_run(run_dir: Path, network: torch.nn.Module, spec: Spec, preparation:
             fsync_dir(run_dir)
         state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
         files = {WEIGHTS: dump_tensors(state, metadata={"format": RUN_FORMAT}),
-                 METRICS: _metrics_csv(history).encode("utf-8")}
+                 METRICS: metrics_csv(history.epochs, history.metric_name).encode("utf-8")}
         for name, data in files.items():
             write_atomic(run_dir / name, data)
         info = {
@@ -229,17 +227,3 @@ def _check_spec_fits_preparation(spec: Spec, preparation: Preparation, source: s
     if task != preparation.task:
         raise NetfitError(f"{source}: the spec trains for {task} but the preparation says {preparation.task}; the "
                           "file was edited, so the run cannot be used")
-
-
-def _metrics_csv(history: History) -> str:
-    buffer = io.StringIO(newline="")
-    writer = csv.writer(buffer)
-    writer.writerow(["epoch", "train_loss", "val_loss", history.metric_name, "lr", "epoch_time_s"])
-    for r in history.epochs:
-        writer.writerow([r.epoch, f"{r.train_loss:.6g}", _fmt(r.val_loss), _fmt(r.val_metric),
-                         f"{r.lr:.6g}", f"{r.epoch_time_s:.4f}"])
-    return buffer.getvalue()
-
-
-def _fmt(value: float | None) -> str:
-    return "" if value is None else f"{value:.6g}"

@@ -48,6 +48,7 @@ __all__ = [
     "spec_json_schema",
     "ACTIVATIONS",
     "SCALINGS",
+    "LOGS",
 ]
 
 # Seeds are 32-bit, as scikit-learn's random_state: every generator netfit seeds takes them.
@@ -58,6 +59,8 @@ MAX_WIDTH = 2**31 - 1
 
 ACTIVATIONS = ("relu", "leaky_relu", "gelu", "silu", "tanh", "sigmoid")
 SCALINGS = ("auto", "none", "divide_by_255", "standardize")
+# Where a run logs its epochs as it trains; netfit.loggers.LOGGERS implements each one.
+LOGS = ("csv", "tensorboard")
 
 
 # Paths come as text from TOML and JSON, and a pair of betas as a list: both are converted.
@@ -475,6 +478,28 @@ class TrainSpec(_Section):
     on_nonfinite: Literal["stop", "skip_step"] = Field(
         "stop", description="on a NaN or infinite loss or gradient: stop (the last good checkpoint stays), or skip "
                             "that step (costs a host sync per step)")
+    log: list[Literal[LOGS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["csv"],
+        description='logs written into the run folder as it trains: "csv" (metrics.csv rewritten as epochs are read '
+                    'back), "tensorboard" (RUN/tensorboard/: scalars, confusion matrix, hyperparameters; needs '
+                    "pip install 'netfit[tensorboard]'); the final metrics.csv is written either way")
+
+    @field_validator("log", mode="before")
+    @classmethod
+    def _known_logs(cls, value: Any) -> Any:
+        # One name stands for a list of it, so `--set train.log=tensorboard` needs no TOML brackets.
+        names = [value] if isinstance(value, str) else value
+        if not isinstance(names, list):
+            return value  # the type check names the problem
+        for name in names:
+            if isinstance(name, str) and name not in LOGS:
+                hint = nearest(name, list(LOGS))
+                tip = f"did you mean {hint!r}? " if hint else ""
+                raise ValueError(f"unknown log {name!r}; {tip}choose from: {', '.join(LOGS)}")
+        repeated = sorted({name for name in names if isinstance(name, str) and names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"{repeated[0]!r} is listed twice; list each log once")
+        return names
 
     @model_validator(mode="after")
     def _task_fits_loss(self) -> "TrainSpec":
