@@ -212,7 +212,7 @@ def _header(files: RunFiles, history: _History, model, missing: str | None) -> s
     tiles += [(str(len(history.epoch)), "epochs"), (f"{_parameters(files, model)[0]:,}", "parameters"),
               (f"{np.nansum(history.epoch_time_s):.1f} s", "training time")]
     tiles_html = "".join(f"<div class=tile><b>{_e(v)}</b><span>{_e(k)}</span></div>" for v, k in tiles)
-    note = f"<p class=note id=missing>Predictions are not shown: {_e(missing)}.</p>" if missing else ""
+    note = f'<p class="note" id="missing">Predictions are not shown: {_e(missing)}.</p>' if missing else ""
     return (f"<section><h1>{_e(files.path.name)}</h1><p class=sub>{_e(prep.task)} on {_e(prep.dataset)} "
             f"({_e(prep.task_reason)}), trained {_e(files.info.get('created', ''))}</p>"
             f"<div class=tiles>{tiles_html}</div>{note}</section>")
@@ -254,7 +254,7 @@ def _classification(p: Predictions, model, plots) -> str:
             for c in report["per_class"]]
     parts.append("<div><h3>Per class</h3>" + _table(["class", "precision", "recall", "F1", "support"], rows)
                  + _confused_pairs(matrix, classes) + "</div></div>")
-    if model.task == "binary":
+    if len(classes) == 2:  # two classes, from a bce or a two-output cross-entropy network alike
         parts.append(f"<div class=figs>{_binary_curves(p, classes, plots)}</div>")
     parts.append(_worst_mistakes(p, classes, model.preparation, plots))
     parts.append("</section>")
