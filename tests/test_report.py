@@ -1,7 +1,9 @@
 """The run report: drawn by a real browser, small, escaped, rebuilt by `netfit report`, honest about what it lacks."""
 
+import base64
 import csv
 import hashlib
+import io
 import re
 import shutil
 import subprocess
@@ -165,7 +167,6 @@ def test_a_real_browser_draws_every_plot(request, tmp_path, which, expected):
 def test_the_browser_check_fails_on_a_blank_or_missing_plot(mnist_run, tmp_path):
     """The check above is not vacuous: a blank figure and a missing one are both caught."""
     from PIL import Image
-    import base64, io
 
     page = tmp_path / REPORT
     text = (mnist_run.run_dir / REPORT).read_text(encoding="utf-8")

@@ -168,7 +168,7 @@ def _render(files: RunFiles, history: _History, model, predictions: Predictions 
             parts: dict[str, int]) -> str:
     from . import plots
 
-    prep, spec, info = files.preparation, files.spec, files.info
+    prep, info = files.preparation, files.info
     title = f"netfit run {files.path.name}"
     sections = [_header(files, history, model, missing),
                 _training(history, plots)]
@@ -365,7 +365,7 @@ def _model_section(files: RunFiles, model) -> str:
         shape = _e("-".join(str(w) for w in widths) + f", {spec.model.activation}"
                    + (", batchnorm" if spec.model.batchnorm else "")
                    + (f", dropout {spec.model.dropout}" if spec.model.dropout else ""))
-    return (f"<section><h2>Model and spec</h2>"
+    return ("<section><h2>Model and spec</h2>"
             + _pairs([("network", shape), (what, f"{count:,}")])
             + f"<h3>Spec</h3><pre>{_e(spec.to_toml())}</pre></section>")
 
