@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the test suite needs (Fashion-MNIST for the accuracy tests), and
+# Installs the Debian packages the test suite needs (Fashion-MNIST for the accuracy tests, Chromium
+# for the test that renders a run report in a real browser), and
 # fetches apt's package lists when they are empty (the text tests read Debian's package
 # descriptions through `apt-cache dumpavail`), when this machine can: apt-get as root, or through
 # password-less sudo. Otherwise it says what is missing and the tests that need it fail saying the same.
 set -euo pipefail
 missing=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 lists_empty=false
 if command -v apt-cache >/dev/null 2>&1 && [ -z "$(apt-cache dumpavail 2>/dev/null | head -c 1)" ]; then
     lists_empty=true

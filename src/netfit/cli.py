@@ -96,6 +96,16 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-module", action="store_true",
                    help="for a run: import the custom model.module it names (only for runs you trust)")
 
+    p = sub.add_parser("report", parents=[common], help="write a run's report.html again (plots, metrics, spec)",
+                       description="Write the run's report page (learning curves, confusion matrix or residuals, "
+                                   "worst mistakes, spec, environment) to RUN/report.html, or to -o FILE.")
+    p.add_argument("run", type=Path, help="run directory")
+    p.add_argument("-o", "--output", type=Path, help="write the page here instead of RUN/report.html")
+    p.add_argument("--force", action="store_true", help="replace the -o file if it exists")
+    p.add_argument("--data-dir", type=Path, help="folder with IDX files for mnist, fashion-mnist, kmnist")
+    p.add_argument("--trust-module", action="store_true",
+                   help="import the custom model.module the run names, to show its predictions (runs you trust)")
+
     p = sub.add_parser("init", parents=[common], help="write an annotated starter spec")
     p.add_argument("path", nargs="?", type=Path, default=Path("netfit.toml"), help="where (default: netfit.toml)")
     p.add_argument("--force", action="store_true", help="replace an existing file")
@@ -280,25 +290,10 @@ def _labelled_rows(model, args: argparse.Namespace):
 
 
 def _evaluate_test_part(model, data_dir: Path | None) -> dict[str, Any]:
-    from .data import load_raw
+    from .evaluation import load_test_part
 
-    data_spec = model.spec.data
-    if data_spec.dataset is None and data_spec.path is None:
-        raise NetfitError("this run was trained on in-memory arrays; pass labelled rows with --data FILE")
-    if data_dir is not None:
-        data_spec = data_spec.model_copy(update={"data_dir": data_dir})
-    recorded = model.preparation.test_sha256
-    if recorded is None:
-        raise NetfitError("the run's data has no test part (no data.test_path or data.test_fraction); "
-                          "pass labelled rows with --data FILE")
-    raw = load_raw(data_spec, model.preparation.feature_names)  # by name: a reordered file is the same data
-    if raw.X_test is None or model.preparation.part_sha256(raw.X_test, raw.y_test) != recorded:
-        where = data_spec.test_path or data_spec.path or data_spec.dataset
-        rows = "no test part" if raw.X_test is None else f"a test part of {len(raw.X_test)} rows"
-        raise NetfitError(f"the run's test data has changed since training: {where} now gives {rows} that differ "
-                          f"from the rows the run was tested on (recorded in {model.run_dir / 'run.json'}); restore "
-                          "the data, or evaluate on a file of your choice with --data FILE")
-    return model.evaluate(raw.X_test, raw.y_test)
+    part = load_test_part(model, data_dir)
+    return model.evaluate(part.X, part.y)
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -520,6 +515,16 @@ def _summary(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    if args.output is not None:
+        _check_output_path(args.output, args.force)
+    path = write_report(args.run, output=args.output, data_dir=args.data_dir, trust_module=args.trust_module)
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
 def _init(args: argparse.Namespace) -> int:
     from .starter import STARTER_SPEC
 
@@ -541,8 +546,8 @@ def _schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-_COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "summary": _summary, "init": _init,
-             "schema": _schema}
+_COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "summary": _summary, "report": _report,
+             "init": _init, "schema": _schema}
 
 
 # ----------------------------------------------------------------------------- helpers

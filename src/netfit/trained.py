@@ -55,7 +55,7 @@ class TrainedModel:
         """
         if self.preparation.image is not None:
             X = image_rows(X, self.preparation.image)
-        return self._logits_of_features(self.preparation.encode_features(self._rows(X), source, first_row))
+        return self.logits_of_features(self.preparation.encode_features(self._rows(X), source, first_row))
 
     def _rows(self, X: Any) -> Any:
         # A table with a column encoder takes named columns (a pyarrow Table, a dict, a DataFrame) as they are.
@@ -63,7 +63,8 @@ class TrainedModel:
             else _to_numpy(X)
 
     @torch.no_grad()
-    def _logits_of_features(self, features: torch.Tensor | Features, batch_size: int = 2048) -> torch.Tensor:
+    def logits_of_features(self, features: torch.Tensor | Features, batch_size: int = 2048) -> torch.Tensor:
+        """Raw network outputs for rows already encoded by ``preparation`` (stored features, unscaled)."""
         # Eval mode, no autograd, large batches: prediction needs none of training's machinery.
         device = next(self.network.parameters()).device
         self.network.eval()
@@ -116,7 +117,7 @@ class TrainedModel:
 
     def report(self, features: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
         """The report for rows already encoded by ``preparation`` (stored features, target ids)."""
-        z = self._logits_of_features(features)
+        z = self.logits_of_features(features)
         if self.task == "regression":
             truth = self.preparation.target_scaler.inverse(targets.numpy())
             return regression_report(truth, self._decode(z), self.preparation.target_names)
