@@ -17,6 +17,7 @@ from torch import nn
 from .checkpoint import Checkpoint, Checkpointer, data_hash, list_checkpoints, verify_checkpoints
 from .engines import engine_name
 from .errors import NetfitError
+from .loggers import check_loggers, loggers_for
 from .losses import build_loss
 from .model import build_network, count_parameters, import_module_class, load_weights
 from .optim import build_optimizer
@@ -24,6 +25,7 @@ from .prepare import prepare, resolve_widths
 from .splits import PreparedData
 from .probe import check_custom_module, has_batchnorm
 from .progress import Progress, ProgressTarget
+from .report import write_report
 from .rundir import create_run_dir, enclosing_run, finish_run, is_finished, read_run, run_lock
 from .spec import BCE, MSE, CrossEntropy, Spec, load_spec, spec_from_dict, with_absolute_paths
 from .storage import remove_tree
@@ -32,6 +34,7 @@ from .callbacks import Callback, EpochFunction, Training
 from .history import EpochRecord, History
 from .step import steps_per_epoch
 from .train import evaluate_split, fit_network
+from .loading import custom_module, load
 from .trained import TrainedModel
 
 __all__ = ["Run", "fit", "resume", "load", "build_model", "as_spec", "resolve_device", "resolve_precision"]
@@ -207,7 +210,7 @@ def resume(run_dir: str | Path, X: Any = None, y: Any = None, *, epochs: int | N
                               f"{run_spec.train.epochs}; pass --set train.epochs=N with N > {state.epochs_done} "
                               "to train it further")
         # A spec the user gave names the module too (it was checked equal to the run's above).
-        module = _custom_module(wanted, module, trust_module or spec is not None, run_dir, "resuming")
+        module = custom_module(wanted, module, trust_module or spec is not None, run_dir, "resuming")
         return _train(wanted, X, y, None, run_dir, checkpoint, progress, _hooks(on_epoch_end, callbacks), module)
 
 
@@ -222,6 +225,7 @@ def _hooks(on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None,
 def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | None, checkpoint: Checkpoint | None,
            progress: ProgressTarget, callbacks: list[Callback], module: type[nn.Module] | None = None) -> Run:
     device = resolve_device(spec.train.device)
+    check_loggers(spec)  # a missing package is named before any data is read
     data = prepare(spec, X, y)
     prep = data.preparation
     reporter = Progress(progress)
@@ -270,7 +274,8 @@ def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | Non
             with _cpu_threads(device):
                 training = Training(network, loss_fn, optimizer, data.train, data.val, spec, prep.task, device,
                                     autocast_dtype, engine, run_dir, prep.classes)
-                history = fit_network(training, callbacks, progress=reporter, checkpoints=checkpoints,
+                history = fit_network(training, [*callbacks, *loggers_for(spec, run_dir)], progress=reporter,
+                                      checkpoints=checkpoints,
                                       resume=checkpoint)
                 model = TrainedModel(network, spec, prep)
                 metrics = _final_metrics(model, loss_fn, data, history, device)
@@ -282,7 +287,17 @@ def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | Non
         if run_dir is not None:
             finish_run(run_dir, network, spec, prep, history, metrics, str(device))
             model.run_dir = run_dir
+            _write_report(run_dir, model, data, reporter)
     return Run(run_dir, spec, metrics, history, model)
+
+
+def _write_report(run_dir: Path, model: TrainedModel, data: PreparedData, reporter: Progress) -> None:
+    # The run is whole by now: a page that cannot be written costs the page, not the run.
+    try:
+        reporter.note(f"netfit: report: {write_report(run_dir, model, data.test)}")
+    except NetfitError as err:
+        reporter.note(f"netfit: warning: the run is saved, but its report was not written ({err}); "
+                      f"try again with `netfit report {run_dir}`")
 
 
 def _check_network(network: nn.Module, spec: Spec, prep, data: PreparedData, loss_name: str,
@@ -313,33 +328,6 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
             found += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
         return found
     return [] if a == b else [f"{prefix.rstrip('.')} ({a!r} vs the run's {b!r})"]
-
-
-def load(path: str | Path, module: type[nn.Module] | None = None, trust_module: bool = False) -> TrainedModel:
-    """Load a run directory as a :class:`TrainedModel`, after verifying every file's hash.
-
-    Nothing is unpickled and no code is imported on the run's say-so: a run trained with a
-    custom ``model.module`` needs that class passed as ``module``, or ``trust_module=True`` to
-    import the class the run names (only for runs you trust).
-    """
-    files = read_run(path)
-    spec, prep = files.spec, files.preparation
-    module = _custom_module(spec, module, trust_module, Path(path), "loading")
-    network = build_network(spec.model, prep.input_size, prep.output_size, module, prep.layout)
-    load_weights(network, files.state_dict, files.path)
-    return TrainedModel(network, spec, prep, files.metrics, files.path)
-
-
-def _custom_module(spec: Spec, module: type[nn.Module] | None, trusted: bool, run_dir: Path,
-                   doing: str) -> type[nn.Module] | None:
-    """The class for a run's own ``model.module``: the one passed, or imported only when trusted."""
-    if spec.model.module is None or module is not None:
-        return module
-    if not trusted:
-        raise NetfitError(f"run {str(run_dir)!r} uses your own module {spec.model.module!r}; {doing} never imports "
-                          "code named in a run folder: pass --trust-module if you trust this run (in Python: "
-                          "module=YourClass or trust_module=True)")
-    return import_module_class(spec.model.module)
 
 
 def _final_metrics(model: TrainedModel, loss_fn: nn.Module, data: PreparedData, history: History,

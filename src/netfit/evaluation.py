@@ -105,7 +105,7 @@ def predict_rows(model, X: Any, y: Any, source: str) -> Predictions:
 
 
 def predict_split(model, split, source: str) -> Predictions:
-    """Predictions on a part as training holds it (a :class:`~netfit.prepare.Split`: encoded rows)."""
+    """Predictions on a part as training holds it (a :class:`~netfit.splits.Split`: encoded rows)."""
     return _predictions(model, split.X, split.y, source)
 
 

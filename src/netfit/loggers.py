@@ -26,7 +26,7 @@ from .rundir import METRICS, is_finished
 from .storage import write_atomic
 
 if TYPE_CHECKING:
-    from .prepare import Split
+    from .splits import Split
     from .spec import Spec
 
 __all__ = ["LOGGERS", "CsvLogger", "TensorBoardLogger", "check_loggers", "loggers_for", "TENSORBOARD_DIR"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Literal, TextIO, Union
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator, Literal, TextIO, Union
 
 from .callbacks import Callback, Training
 from .history import EpochRecord
@@ -95,10 +96,17 @@ class Progress(Callback):
         if record.epoch % every == 0 or record.epoch == training.epochs or training.stop_reason is not None:
             self.note(self.line(record, training.epochs, training.metric_name))
 
+    @contextmanager
+    def bar_closed(self) -> Iterator[None]:
+        """Close the bar however the epochs end (an error or a signal too), so what follows starts clean."""
+        try:
+            yield
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+
     def on_run_end(self, training: Training) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
         epochs = len(training.history.epochs) if training.history is not None else 0
         self.note(f"netfit: trained {epochs} epochs in {_duration(time.perf_counter() - self._started)}")
 

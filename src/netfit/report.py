@@ -60,7 +60,7 @@ def write_report(run_dir: str | Path, model=None, rows: Any = None, *, output: s
     ``model``: the run's :class:`~netfit.trained.TrainedModel` when it is already loaded (else the
     run is loaded here, verified). ``rows``: the test rows to show predictions on, when they are at
     hand: raw ``(X, y)`` as ``model.evaluate`` takes them, or the encoded test
-    :class:`~netfit.prepare.Split` training holds; when None, the run's test part is read again
+    :class:`~netfit.splits.Split` training holds; when None, the run's test part is read again
     from its data (``data_dir``: where a built-in dataset's IDX files now live) and used only if it
     is unchanged. If there are no rows to use, or the run uses your own ``model.module`` and
     ``trust_module`` is False, the page says why in one line and shows everything else.
@@ -106,7 +106,7 @@ def _read_history(files: RunFiles) -> _History:
 
 def _load(files: RunFiles, trust_module: bool):
     """The run's model, or None and why: a run's own module is imported only when it is trusted."""
-    from .api import load
+    from .loading import load
 
     if files.spec.model.module is not None and not trust_module:
         return None, (f"the run uses your own module {files.spec.model.module!r}, and netfit imports code named "
@@ -116,7 +116,7 @@ def _load(files: RunFiles, trust_module: bool):
 
 def _predictions(model, rows: Any, data_dir: str | Path | None) -> tuple[Predictions | None, dict[str, int], str | None]:
     """Predictions on the test rows given, else on the run's test part read again; or why there are none."""
-    from .prepare import Split
+    from .splits import Split
     from .streaming import streams
 
     if isinstance(rows, Split):

@@ -60,19 +60,11 @@ def fit_network(training: Training, callbacks: Sequence[Callback] = (), *, progr
     t, recipe = training, training.spec.train
     progress = progress or Progress(None)
     t.say = progress.note
-    loop = _Loop(t, checkpoints)
-    if resume is not None:
-        t.state = resume.training_state()
-        t.best_weights = resume.best_weights() if recipe.early_stopping is not None else None
-        resume.restore(t.model, t.optimizer, t.generator, t.grad_scaler)
-    engine, reason = loop.start()
     hooks = [*_built_in(t, checkpoints), progress, *callbacks, *([checkpoints] if checkpoints else [])]
-    if reason:
-        t.say(reason)
-    loop.syncs_every_epoch = any(h.syncs_every_epoch for h in hooks)
+    loop = _Loop(t, checkpoints, resume, syncs_every_epoch=any(h.syncs_every_epoch for h in hooks))
     for hook in hooks:
         hook.on_run_start(t)
-    with stop_on_signals(enabled=checkpoints is not None) as stop:
+    with stop_on_signals(enabled=checkpoints is not None) as stop, progress.bar_closed():
         last_epoch = t.state.epochs_done if t.state.stopped_early else recipe.epochs  # a resume may only finish
         for epoch in range(t.state.epochs_done + 1, last_epoch + 1):
             for hook in hooks:
@@ -93,7 +85,8 @@ def fit_network(training: Training, callbacks: Sequence[Callback] = (), *, progr
                 loop.read_back(hooks, loop.global_step(epoch - 1, done) - 1)
                 position = replace(t.state, steps_into_epoch=done, global_step=loop.global_step(epoch - 1, done),
                                    epoch_loss_sum=float(loss_sum))  # the sync above makes float() free
-                raise _interrupted(stop, loop.checkpoint(position, shuffle_state), epoch, done, loop.steps, checkpoints)
+                raise _interrupted(stop, loop.checkpoint(position, shuffle_state), epoch, done, loop.steps,
+                                   checkpoints)
 
             val = evaluate_split(t.model, t.loss_fn, t.val, t.task) if t.val is not None else None
             loop.pending.append(_Pending(epoch, loss_sum, val, loop.lr_at_end_of(epoch), timer))
@@ -110,7 +103,6 @@ def fit_network(training: Training, callbacks: Sequence[Callback] = (), *, progr
                 raise _interrupted(stop, path, epoch + 1, 0, loop.steps, checkpoints)
     for hook in hooks:
         hook.on_run_end(t)
-    t.history.engine = engine.name
     return t.history
 
 
@@ -126,9 +118,10 @@ def _built_in(t: Training, checkpoints: "Checkpointer | None") -> list[Callback]
 class _Loop:
     """The run's engine, learning-rate table and pending figures: what the epoch loop keeps between epochs."""
 
-    def __init__(self, t: Training, checkpoints: "Checkpointer | None") -> None:
+    def __init__(self, t: Training, checkpoints: "Checkpointer | None", resume: "Checkpoint | None",
+                 syncs_every_epoch: bool) -> None:
         recipe = t.spec.train
-        self.t, self.checkpoints = t, checkpoints
+        self.t, self.checkpoints, self.syncs_every_epoch = t, checkpoints, syncs_every_epoch
         t.train = t.train.to(t.device)  # the whole training set lives on the device: no per-batch copies
         t.val = t.val.to(t.device) if t.val is not None else None
         self.full, self.rest = steps_per_epoch(len(t.train), recipe.batch_size)
@@ -138,20 +131,19 @@ class _Loop:
         # The permutation is drawn on the training device from the run's seed: no host work per epoch.
         t.generator = torch.Generator(device=t.device).manual_seed(recipe.seed)
         self.pending: list[_Pending] = []
-        self.syncs_every_epoch = False
-        self.engine = None
-
-    def start(self):
-        t, recipe = self.t, self.t.spec.train
-        plan = StepPlan(t.model, t.loss_fn, t.optimizer, t.train, min(recipe.batch_size, len(t.train)), self.full,
-                        self.rest, self.rates, recipe.clip_grad_norm, t.precision, t.grad_scaler,
-                        first_step=t.state.global_step, skip_nonfinite=recipe.on_nonfinite == "skip_step")
-        self.plan = plan
-        self.engine, reason = choose_engine(t.engine, plan, t.device)
+        if resume is not None:
+            t.state = resume.training_state()
+            t.best_weights = resume.best_weights() if recipe.early_stopping is not None else None
+            resume.restore(t.model, t.optimizer, t.generator, t.grad_scaler)
+        self.plan = StepPlan(t.model, t.loss_fn, t.optimizer, t.train, min(recipe.batch_size, len(t.train)),
+                             self.full, self.rest, self.rates, recipe.clip_grad_norm, t.precision, t.grad_scaler,
+                             first_step=t.state.global_step, skip_nonfinite=recipe.on_nonfinite == "skip_step")
+        self.engine, reason = choose_engine(t.engine, self.plan, t.device)
         t.engine = self.engine.name
         t.history = History(metric_name=t.metric_name, engine=self.engine.name, epochs=list(t.state.history),
                             best_epoch=t.state.best_epoch)
-        return self.engine, reason
+        if reason:
+            t.say(reason)
 
     def checkpoint(self, position: TrainingState, shuffle_state: torch.Tensor) -> Path:
         """A resumable checkpoint of ``position`` (on a signal: the checkpointer saves the scheduled ones)."""
