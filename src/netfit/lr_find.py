@@ -196,6 +196,14 @@ class LRFinderResult:
         axes.plot(self.lrs, np.where(np.isfinite(self.smoothed), self.smoothed, np.nan), color="C0",
                   label="smoothed loss")
         axes.set_xscale("log")
+        finite = self.smoothed[np.isfinite(self.smoothed)]
+        finite = finite[int(len(finite) * SKIP_START):]
+        if len(finite):
+            # Scaled to what the rules read: the diverging tail, and the first steps' average of a few
+            # batches, run off the chart, else the descent that matters would look flat.
+            low, high = float(finite.min()), float(finite[:int(np.argmin(finite)) + 1].max())
+            margin = 0.1 * (high - low) or 0.1 * abs(high) or 1.0
+            axes.set_ylim(low - margin, high + margin)
         axes.set_xlabel("learning rate")
         axes.set_ylabel("training loss (smoothed)")
         if self.valley is not None:
@@ -401,7 +409,7 @@ def _read_curve(lrs: np.ndarray, losses: np.ndarray, planned: int, stop_reason: 
         reason = (f"the loss diverged after {len(losses)} steps, at lr {lrs[-1]:.3g}, too early to read a curve; "
                   "lower start_lr, or look for bad rows or unscaled inputs")
     else:
-        min_loss_lr = float(lrs[skip + int(np.argmin(smoothed[skip:count]))])
+        min_loss_lr = _significant(lrs[skip + int(np.argmin(smoothed[skip:count]))])
         found = valley(losses[:count])
         if found is None:
             reason = (f"the smoothed loss never fell {MIN_DROP:.0%} below its initial level, so the curve has no "
@@ -409,9 +417,15 @@ def _read_curve(lrs: np.ndarray, losses: np.ndarray, planned: int, stop_reason: 
                       "targets and the inputs' scaling), or start_lr is already too high")
         else:
             start, end, at = found
-            suggestion = float(lrs[at])
+            suggestion = _significant(lrs[at])
             valley_lrs = (float(lrs[start]), float(lrs[end]))
             reason = (f"valley rule: {VALLEY_POSITION:.0%} into the longest descent of the smoothed loss, "
                       f"lr {valley_lrs[0]:.3g} to {valley_lrs[1]:.3g}")
     return LRFinderResult(lrs, losses, smoothed, suggestion, "valley", reason, valley_lrs, min_loss_lr, planned,
                           stop_reason, batch_size, spec_lr, schedule)
+
+
+def _significant(rate: float) -> float:
+    # Three significant digits: the rule is not more precise than that, and a spec written with the
+    # suggestion reads lr = 0.00228, not lr = 0.0022758459260747866.
+    return float(f"{rate:.3g}")
