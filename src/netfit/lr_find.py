@@ -41,19 +41,24 @@ from .step import steps_per_epoch, train_step
 from .streaming import StreamedRows
 
 __all__ = ["LRFinderResult", "TrainingStart", "start_training", "lr_find", "range_test", "smooth", "valley",
-           "DEFAULT_START_LR", "DEFAULT_END_LR"]
+           "DEFAULT_START_LR", "DEFAULT_END_LR", "DEFAULT_STEPS"]
 
 DEFAULT_START_LR = 1e-7  # far below any useful rate: the curve starts flat, at the initial loss
 DEFAULT_END_LR = 10.0  # far above: every optimizer netfit offers has diverged long before
-MIN_STEPS, MAX_STEPS = 100, 300  # one epoch of steps, within these bounds (see _default_steps)
+# The moving average spans about 1 / (1 - BETA) = 50 steps, so the smoothed curve lags the losses
+# by 50 steps: over 8 decades of rates that is 1.3 decades at 300 steps, but 4 at fastai's 100.
+# On diabetes's 16-row batches 100 steps leave a valley barely above the noise (the loss falls 1.5
+# to 3 standard errors of its starting level), 300 steps show one far above it (10 to 11).
+DEFAULT_STEPS = 300
 BETA = 0.98  # weight of the past in the loss's moving average: about the last 50 steps count
 DIVERGED = 4.0  # the sweep stops once the smoothed loss exceeds this multiple of its best
 SKIP_START = 0.1  # share of the first steps the rules ignore (see valley)
 VALLEY_POSITION = 2 / 3  # how far into the valley the suggestion sits
-# A valley must end this share below the initial loss. Measured on the shipped specs: the noise of
-# a flat sweep (rates too small to learn) reaches 4% on diabetes's 16-row batches, the shallowest
-# real valley 10% (regression-mlp; mnist-mlp's fall 28%).
-MIN_DROP = 0.06
+MIN_DROP = 0.05  # a valley must end at least this share below the initial loss...
+# ...and this many standard deviations of the noise below it. Pure noise (Gaussian or skewed like
+# small batches' MSE) reaches 5 on 300 steps; the shallowest real valley on the shipped specs, on
+# diabetes's 16-row batches, 8 (mnist-mlp: 177). See valley().
+MIN_DROP_SIGMAS = 6.0
 
 
 # ----------------------------------------------------------------------------- shared setup
@@ -229,27 +234,27 @@ class LRFinderResult:
 
 def lr_find(spec: Spec | dict[str, Any] | str | Path, X: Any = None, y: Any = None, *,
             start_lr: float = DEFAULT_START_LR, end_lr: float = DEFAULT_END_LR,
-            steps: int | None = None) -> LRFinderResult:
+            steps: int = DEFAULT_STEPS) -> LRFinderResult:
     """Run the learning-rate range test on the spec's network and data and suggest a ``train.lr``.
 
     The network starts from the initial weights ``fit`` would give it (same ``train.seed``) and
     trains with the spec's optimizer, loss, batch size, gradient clipping and precision; the
-    spec's schedule is replaced by the sweep. ``steps`` defaults to one epoch, at least 100 and at
-    most 300 (a small training set is cycled, reshuffled each pass). Nothing is written and no
-    global random state changes. ``X`` and ``y`` replace the spec's data, as in :func:`netfit.fit`.
+    spec's schedule is replaced by the sweep. Batches are drawn as training draws them, a fresh
+    shuffle every pass; a training set smaller than ``steps`` batches is cycled. Nothing is
+    written and no global random state changes. ``X`` and ``y`` replace the spec's data, as in
+    :func:`netfit.fit`.
     """
     spec = as_spec(spec)
     if not 0 < start_lr < end_lr:
         raise NetfitError(f"lr_find needs 0 < start_lr < end_lr, got {start_lr:g} and {end_lr:g}")
+    if steps < 10:
+        raise NetfitError(f"lr_find needs at least 10 steps to draw a curve, got steps={steps}")
     with _random_states_kept(resolve_device(spec.train.device)):
         start = start_training(spec, X, y)
         train = start.data.train
         if isinstance(train.X, StreamedRows):
             raise NetfitError("lr_find reads the training rows in memory, but this data is streamed from disk; "
                               "run it on a sample that fits (data.streaming = false on a smaller file)")
-        steps = steps if steps is not None else _default_steps(len(train), spec.train.batch_size)
-        if steps < 10:
-            raise NetfitError(f"lr_find needs at least 10 steps to draw a curve, got steps={steps}")
         lrs = np.geomspace(start_lr, end_lr, steps)
         recipe = spec.train
         # A fresh optimizer on a copy: the network ``start_training`` built stays at its initial weights.
@@ -259,13 +264,6 @@ def lr_find(spec: Spec | dict[str, Any] | str | Path, X: Any = None, y: Any = No
                                          recipe.batch_size, recipe.seed, recipe.clip_grad_norm, start.autocast_dtype)
     return _read_curve(lrs[:len(losses)], np.asarray(losses, dtype=np.float64), steps, stop_reason,
                        min(recipe.batch_size, len(train)), recipe.lr, recipe.schedule.name)
-
-
-def _default_steps(rows: int, batch_size: int) -> int:
-    # One epoch when it holds between 100 and 300 batches: fewer points cannot show a valley through
-    # the smoothing, more cost time and add nothing to a curve over eight decades of rates.
-    full, rest = steps_per_epoch(rows, batch_size)
-    return min(MAX_STEPS, max(MIN_STEPS, full + (rest > 0)))
 
 
 def range_test(network: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer, train: Split,
@@ -353,18 +351,21 @@ def smooth(losses: np.ndarray, beta: float = BETA) -> np.ndarray:
     return np.array([average.add(float(value)) for value in losses])
 
 
-def valley(losses: np.ndarray, min_drop: float = MIN_DROP) -> tuple[int, int, int] | None:
+def valley(losses: np.ndarray) -> tuple[int, int, int] | None:
     """fastai's valley rule on a sweep's per-step losses: the longest decreasing stretch of the
     smoothed curve, and a point 2/3 into it. Returns its (start, end, suggested) step indices, or
     None when the curve holds no valley.
 
     The stretch is the longest strictly decreasing subsequence of the smoothed losses, not the
-    longest run of adjacent falling points: one small bump would cut a run in two, while the
+    longest run of adjacent falling points: one bump would cut a run in two, while the
     subsequence steps over it. The first tenth of the sweep is left out: there the moving average
-    rests on a handful of batches, and a lucky first batch would open a valley. Noise on a flat
-    curve always holds some decreasing subsequence, so a valley must also end ``min_drop`` below
-    the initial loss (the median batch loss over the first fifth of the sweep, whose rates are far
-    too small to change the network).
+    rests on a handful of batches, and a lucky first batch would open a valley.
+
+    Noise on a flat curve always holds some decreasing subsequence, so a valley must also end
+    clearly below the initial loss (the mean batch loss over the first fifth of the sweep, whose
+    rates are far too small to change the network): by ``MIN_DROP`` of it, and by
+    ``MIN_DROP_SIGMAS`` standard deviations of the difference between that mean and one smoothed
+    value, for the batch-to-batch noise measured on the sweep itself.
     """
     losses = np.asarray(losses, dtype=np.float64)
     skip = int(len(losses) * SKIP_START)
@@ -372,8 +373,13 @@ def valley(losses: np.ndarray, min_drop: float = MIN_DROP) -> tuple[int, int, in
     if len(curve) < 3:
         return None
     start, end = _longest_decreasing(curve)
-    initial = float(np.median(losses[:max(1, len(losses) // 5)]))
-    if end <= start or initial - curve[end] < min_drop * abs(initial):
+    first = max(1, len(losses) // 5)
+    initial = float(losses[:first].mean())
+    # The batch losses' standard deviation from successive differences (robust to the curve's own
+    # trend and to the diverging tail), then that of (mean of ``first`` losses - one smoothed value).
+    sigma = 1.4826 * float(np.median(np.abs(np.diff(losses)))) / math.sqrt(2)
+    noise = sigma * math.sqrt(1 / first + (1 - BETA) / (1 + BETA))
+    if end <= start or initial - curve[end] < max(MIN_DROP * abs(initial), MIN_DROP_SIGMAS * noise):
         return None
     return skip + start, skip + end, skip + start + round(VALLEY_POSITION * (end - start))
 
@@ -412,9 +418,10 @@ def _read_curve(lrs: np.ndarray, losses: np.ndarray, planned: int, stop_reason: 
         min_loss_lr = _significant(lrs[skip + int(np.argmin(smoothed[skip:count]))])
         found = valley(losses[:count])
         if found is None:
-            reason = (f"the smoothed loss never fell {MIN_DROP:.0%} below its initial level, so the curve has no "
-                      "valley to read (see the plot); the network may not be learning from this data (check the "
-                      "targets and the inputs' scaling), or start_lr is already too high")
+            reason = ("the smoothed loss never fell clearly below its initial level (by more than its noise and "
+                      f"{MIN_DROP:.0%}), so the curve has no valley to read (see the plot); the network may not be "
+                      "learning from this data (check the targets and the inputs' scaling), or start_lr is already "
+                      "too high")
         else:
             start, end, at = found
             suggestion = _significant(lrs[at])
