@@ -7,9 +7,10 @@
 
 from .api import Run, build_model, fit, load, resume
 from .errors import NetfitError, TrainingInterrupted
+from .lr_find import LRFinderResult, lr_find
 from .spec import Spec, load_spec
 from .trained import TrainedModel
 from .version import __version__
 
-__all__ = ["Spec", "load_spec", "fit", "resume", "load", "build_model", "Run", "TrainedModel", "NetfitError",
-           "TrainingInterrupted", "__version__"]
+__all__ = ["Spec", "load_spec", "fit", "resume", "load", "build_model", "lr_find", "LRFinderResult", "Run",
+           "TrainedModel", "NetfitError", "TrainingInterrupted", "__version__"]

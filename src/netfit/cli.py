@@ -106,6 +106,19 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-module", action="store_true",
                    help="import the custom model.module the run names, to show its predictions (runs you trust)")
 
+    p = sub.add_parser("lr-find", parents=[common], help="suggest a learning rate with a range test",
+                       description="Train the spec's network for a few hundred steps while the learning rate grows "
+                                   "from 1e-7 to 10, and suggest train.lr from where the loss falls fastest "
+                                   "(fastai's valley rule). Writes nothing unless asked (-o, --apply).")
+    p.add_argument("spec", type=Path, help="TOML spec file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec field, e.g. --set train.batch_size=128")
+    p.add_argument("--apply", type=Path, metavar="OUT.toml",
+                   help="write a copy of the spec with train.lr set to the suggestion (the spec itself is never changed)")
+    p.add_argument("-o", "--output", type=Path, metavar="PLOT.png", help="plot the loss against the rate (matplotlib)")
+    p.add_argument("--force", action="store_true", help="replace the --apply or -o file if it exists")
+    p.add_argument("--json", action="store_true", help="print one JSON object (suggestion, rule, the curve)")
+
     p = sub.add_parser("init", parents=[common], help="write an annotated starter spec")
     p.add_argument("path", nargs="?", type=Path, default=Path("netfit.toml"), help="where (default: netfit.toml)")
     p.add_argument("--force", action="store_true", help="replace an existing file")
@@ -525,6 +538,36 @@ def _report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _lr_find(args: argparse.Namespace) -> int:
+    from .lr_find import lr_find
+    from .spec import load_spec, with_absolute_paths
+
+    spec = load_spec(args.spec, args.overrides)
+    outputs = [path for path in (args.apply, args.output) if path is not None]
+    for path in outputs:  # before the sweep: a refused path costs nothing
+        _check_output_path(path, args.force)
+        if path.expanduser().resolve() == args.spec.expanduser().resolve():  # a link to the spec too
+            raise NetfitError(f"{path} is the spec lr-find reads; it is never replaced: write to another path")
+    if len(outputs) == 2 and args.apply.expanduser().resolve() == args.output.expanduser().resolve():
+        raise NetfitError(f"--apply and -o both name {args.apply}; give two different paths")
+    result = lr_find(spec)
+    if args.output is not None:  # written even without a suggestion: the plot shows why there is none
+        result.save_plot(args.output)
+    if args.apply is not None:
+        # Data paths made absolute: the new file may sit in another folder than the spec it copies.
+        _write_atomic(args.apply, with_absolute_paths(result.apply(spec)).to_toml())
+    if args.json:
+        print(json.dumps({**result.to_dict(), "plot": str(args.output) if args.output else None,
+                          "applied": str(args.apply) if args.apply else None}))
+        return EXIT_OK
+    print(result.summary())
+    if args.output is not None:
+        print(f"wrote the plot to {args.output}")
+    if args.apply is not None:
+        print(f"wrote {args.apply} with train.lr = {result.suggestion:.3g}; train it with: netfit train {args.apply}")
+    return EXIT_OK
+
+
 def _init(args: argparse.Namespace) -> int:
     from .starter import STARTER_SPEC
 
@@ -547,7 +590,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "summary": _summary, "report": _report,
-             "init": _init, "schema": _schema}
+             "lr-find": _lr_find, "init": _init, "schema": _schema}
 
 
 # ----------------------------------------------------------------------------- helpers
