@@ -18,16 +18,14 @@ from .checkpoint import Checkpoint, Checkpointer, data_hash, list_checkpoints, v
 from .engines import engine_name
 from .errors import NetfitError
 from .loggers import check_loggers, loggers_for
-from .losses import build_loss
-from .model import build_network, count_parameters, import_module_class, load_weights
+from .model import build_network, count_parameters
 from .optim import build_optimizer
-from .prepare import prepare, resolve_widths
+from .prepare import resolve_widths
 from .splits import PreparedData
-from .probe import check_custom_module, has_batchnorm
 from .progress import Progress, ProgressTarget
 from .report import write_report
 from .rundir import create_run_dir, enclosing_run, finish_run, is_finished, read_run, run_lock
-from .spec import BCE, MSE, CrossEntropy, Spec, load_spec, spec_from_dict, with_absolute_paths
+from .spec import Spec, spec_from_dict, with_absolute_paths
 from .storage import remove_tree
 from .streaming import StreamedRows
 from .callbacks import Callback, EpochFunction, Training
@@ -35,13 +33,10 @@ from .history import EpochRecord, History
 from .step import steps_per_epoch
 from .train import evaluate_split, fit_network
 from .loading import custom_module, load
+from .start import as_spec, resolve_device, resolve_precision, start_training
 from .trained import TrainedModel
 
 __all__ = ["Run", "fit", "resume", "load", "build_model", "as_spec", "resolve_device", "resolve_precision"]
-
-_DEFAULT_LOSS = {"classification": CrossEntropy(name="cross_entropy"), "binary": BCE(name="bce"),
-                 "regression": MSE(name="mse")}
-
 
 @dataclass
 class Run:
@@ -56,41 +51,6 @@ class Run:
     def predict(self, X: Any) -> np.ndarray:
         """Shortcut for ``run.model.predict(X)``."""
         return self.model.predict(X)
-
-
-def as_spec(spec: Spec | dict[str, Any] | str | Path) -> Spec:
-    """A validated Spec from a Spec, a plain dict, or the path of a TOML file."""
-    if isinstance(spec, Spec):
-        return spec
-    if isinstance(spec, dict):
-        return spec_from_dict(spec)
-    if isinstance(spec, (str, Path)):
-        return load_spec(spec)
-    raise TypeError(f"spec must be a Spec, a dict or a path, not {type(spec).__name__}")
-
-
-def resolve_device(name: str) -> torch.device:
-    """``train.device`` -> a torch device; "auto" picks CUDA, then MPS, then the CPU."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise NetfitError('train.device = "cuda" but this torch sees no CUDA GPU; use "auto" or "cpu"')
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise NetfitError('train.device = "mps" but MPS is not available here; use "auto" or "cpu"')
-    return torch.device(name)
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """``train.precision`` -> the autocast dtype, or None for plain fp32."""
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    if name == "fp16" and device.type != "cuda":
-        raise NetfitError(f'train.precision = "fp16" needs a CUDA device, not {device.type}; use "bf16" or "fp32"')
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
 @contextmanager
@@ -224,9 +184,10 @@ def _hooks(on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None,
 
 def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | None, checkpoint: Checkpoint | None,
            progress: ProgressTarget, callbacks: list[Callback], module: type[nn.Module] | None = None) -> Run:
-    device = resolve_device(spec.train.device)
     check_loggers(spec)  # a missing package is named before any data is read
-    data = prepare(spec, X, y)
+    start = start_training(spec, X, y, module)
+    device, data, network, loss_fn, autocast_dtype = (start.device, start.data, start.network, start.loss_fn,
+                                                      start.autocast_dtype)
     prep = data.preparation
     reporter = Progress(progress)
     keeps_files = out_dir is not None or run_dir is not None
@@ -241,14 +202,7 @@ def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | Non
         raise NetfitError(f"the training rows differ from those run {str(run_dir)!r} was trained on; a resume "
                           "needs the same data (same files, same data.* settings)")
 
-    autocast_dtype = resolve_precision(spec.train.precision, device)
     engine = engine_name(spec.train.engine, device, autocast_dtype)
-
-    torch.manual_seed(spec.train.seed)  # initial weights and dropout masks
-    network = build_network(spec.model, prep.input_size, prep.output_size, module, prep.layout).to(device)
-    loss_options = spec.train.loss or _DEFAULT_LOSS[prep.task]
-    _check_network(network, spec, prep, data, loss_options.name, device)
-    loss_fn = build_loss(loss_options, data.train.y, prep.output_size).to(device)
     optimizer = build_optimizer(network.parameters(), spec.train.optimizer, spec.train.lr,
                                 spec.train.weight_decay, capturable=engine == "graph")
     reporter.note(f"netfit: {prep.task} ({prep.task_reason}) on {prep.dataset}: {len(data.train)} train, "
@@ -298,20 +252,6 @@ def _write_report(run_dir: Path, model: TrainedModel, data: PreparedData, report
     except NetfitError as err:
         reporter.note(f"netfit: warning: the run is saved, but its report was not written ({err}); "
                       f"try again with `netfit report {run_dir}`")
-
-
-def _check_network(network: nn.Module, spec: Spec, prep, data: PreparedData, loss_name: str,
-                   device: torch.device) -> None:
-    """Refuse, before the first step, a network that cannot train on this data with this loss."""
-    if spec.model.module is not None:
-        rows = data.train.inputs(slice(0, 256)).to(device)
-        check_custom_module(network, spec.model.module, rows, prep, loss_name, spec.model.allow_probability_outputs)
-    batch = min(spec.train.batch_size, len(data.train))
-    if batch < 2 and has_batchnorm(network):
-        why = ("train.batch_size = 1" if spec.train.batch_size < 2 else
-               f"there is only {len(data.train)} training row")
-        raise NetfitError(f"BatchNorm needs at least 2 rows in every training batch, but {why}; add rows (or lower "
-                          "data.val_fraction), raise train.batch_size, or turn model.batchnorm off")
 
 
 def _comparable(spec: Spec) -> dict[str, Any]:

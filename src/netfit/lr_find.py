@@ -29,18 +29,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from .api import as_spec, resolve_device, resolve_precision
+from .start import as_spec, resolve_device, start_training
 from .errors import NetfitError
-from .losses import build_loss
-from .model import build_network
 from .optim import build_optimizer
-from .prepare import PreparedData, Split, prepare
-from .probe import check_custom_module, has_batchnorm
-from .spec import BCE, MSE, CrossEntropy, Spec
+from .splits import Split
+from .spec import Spec
 from .step import steps_per_epoch, train_step
 from .streaming import StreamedRows
 
-__all__ = ["LRFinderResult", "TrainingStart", "start_training", "lr_find", "range_test", "smooth", "valley",
+__all__ = ["LRFinderResult", "lr_find", "range_test", "smooth", "valley",
            "DEFAULT_START_LR", "DEFAULT_END_LR", "DEFAULT_STEPS"]
 
 DEFAULT_START_LR = 1e-7  # far below any useful rate: the curve starts flat, at the initial loss
@@ -59,62 +56,6 @@ MIN_DROP = 0.05  # a valley must end at least this share below the initial loss.
 # small batches' MSE) reaches 5 on 300 steps; the shallowest real valley on the shipped specs, on
 # diabetes's 16-row batches, 8 (mnist-mlp: 177). See valley().
 MIN_DROP_SIGMAS = 6.0
-
-
-# ----------------------------------------------------------------------------- shared setup
-
-
-@dataclass
-class TrainingStart:
-    """What a training of a spec starts from: the device, the prepared data, the network at its
-    initial weights, the loss and the compute precision.
-
-    ``fit`` builds the same pieces in the same order (``api._train``); the range test needs them
-    without a run folder, an engine or checkpoints, so they are made here by one function that
-    ``api._train`` can call too.
-    """
-
-    spec: Spec
-    device: torch.device
-    data: PreparedData
-    network: nn.Module
-    loss_fn: nn.Module
-    autocast_dtype: torch.dtype | None
-
-
-_DEFAULT_LOSS = {"classification": CrossEntropy(name="cross_entropy"), "binary": BCE(name="bce"),
-                 "regression": MSE(name="mse")}
-
-
-def start_training(spec: Spec, X: Any = None, y: Any = None, module: type[nn.Module] | None = None) -> TrainingStart:
-    """Prepare the data and build the network (seeded by ``train.seed``, as ``fit`` seeds it) and its loss.
-
-    Seeds torch's global generator: a caller that must leave it as it was saves it around this call.
-    """
-    device = resolve_device(spec.train.device)
-    data = prepare(spec, X, y)
-    prep = data.preparation
-    autocast_dtype = resolve_precision(spec.train.precision, device)
-    torch.manual_seed(spec.train.seed)  # initial weights and dropout masks
-    network = build_network(spec.model, prep.input_size, prep.output_size, module, prep.layout).to(device)
-    loss_options = spec.train.loss or _DEFAULT_LOSS[prep.task]
-    _check_network(network, spec, data, loss_options.name, device)
-    loss_fn = build_loss(loss_options, data.train.y, prep.output_size).to(device)
-    return TrainingStart(spec, device, data, network, loss_fn, autocast_dtype)
-
-
-def _check_network(network: nn.Module, spec: Spec, data: PreparedData, loss_name: str, device: torch.device) -> None:
-    """Refuse, before the first step, a network that cannot train on this data with this loss."""
-    prep = data.preparation
-    if spec.model.module is not None and not isinstance(data.train.X, StreamedRows):
-        rows = data.train.inputs(slice(0, 256)).to(device)
-        check_custom_module(network, spec.model.module, rows, prep, loss_name, spec.model.allow_probability_outputs)
-    batch = min(spec.train.batch_size, len(data.train))
-    if batch < 2 and has_batchnorm(network):
-        why = ("train.batch_size = 1" if spec.train.batch_size < 2 else
-               f"there is only {len(data.train)} training row")
-        raise NetfitError(f"BatchNorm needs at least 2 rows in every training batch, but {why}; add rows (or lower "
-                          "data.val_fraction), raise train.batch_size, or turn model.batchnorm off")
 
 
 # ----------------------------------------------------------------------------- the result

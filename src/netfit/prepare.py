@@ -17,7 +17,7 @@ import torch
 from .encoder import as_arrow, check_cells, fit_encoder, infer_column_types
 from .data import RawData, check_arrays, load_raw, split_rows
 from .errors import NetfitError
-from .features import Features, InputLayout
+from .features import InputLayout
 from .preparation import Preparation, encoded_sha256
 from .scaling import Scaler, fit_scaler
 from .spec import Spec
