@@ -205,7 +205,7 @@ def test_a_run_being_trained_is_locked(tmp_path):
 def test_a_write_failing_part_way_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, reference):
     from netfit import checkpoint
 
-    real = checkpoint._write_durably
+    real = checkpoint.write_durably
 
     def disk_fills_up(path, data):
         # The third checkpoint's optimizer state: half of it lands, then the disk is full.
@@ -215,10 +215,10 @@ def test_a_write_failing_part_way_keeps_the_last_good_checkpoint(tmp_path, monke
             raise OSError(errno.ENOSPC, "No space left on device")
         real(path, data)
 
-    monkeypatch.setattr(checkpoint, "_write_durably", disk_fills_up)
+    monkeypatch.setattr(checkpoint, "write_durably", disk_fills_up)
     with pytest.raises(NetfitError, match="No space left on device.*last good checkpoint .*epoch-0002.* is intact"):
         netfit.fit(spec(), X, Y, out=tmp_path, progress=None)
-    monkeypatch.setattr(checkpoint, "_write_durably", real)
+    monkeypatch.setattr(checkpoint, "write_durably", real)
     (run_dir,) = tmp_path.iterdir()
     assert [p.name for p in list_checkpoints(run_dir)] == ["epoch-0001", "epoch-0002"]
     assert not [p for p in (run_dir / "checkpoints").iterdir() if ".partial-" in p.name]

@@ -126,7 +126,7 @@ def test_a_streamed_run_stopped_by_sigterm_mid_epoch_resumes_to_the_same_weights
             "data": _streamed(parquet)}
     reference = netfit.fit(spec, out=tmp_path / "whole", progress=None)
     steps = []
-    real_step = netfit.progress.Progress.step
+    real_step = netfit.progress.Progress.advance
 
     def step(self, done):
         steps.append(done)
@@ -134,10 +134,10 @@ def test_a_streamed_run_stopped_by_sigterm_mid_epoch_resumes_to_the_same_weights
             os.kill(os.getpid(), signal.SIGTERM)
         real_step(self, done)
 
-    monkeypatch.setattr(netfit.progress.Progress, "step", step)
+    monkeypatch.setattr(netfit.progress.Progress, "advance", step)
     with pytest.raises(netfit.TrainingInterrupted):
         netfit.fit(spec, out=tmp_path / "cut", progress=None)
-    monkeypatch.setattr(netfit.progress.Progress, "step", real_step)
+    monkeypatch.setattr(netfit.progress.Progress, "advance", real_step)
     (run_dir,) = (tmp_path / "cut").iterdir()
     state = read_checkpoint(list_checkpoints(run_dir)[-1]).training_state()
     assert (state.epochs_done, state.steps_into_epoch) == (1, 19)
