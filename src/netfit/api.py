@@ -239,7 +239,9 @@ def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | Non
             raise
         model.metrics = metrics
         if run_dir is not None:
-            finish_run(run_dir, network, spec, prep, history, metrics, str(device))
+            rows = {"train": len(data.train), "validation": len(data.val) if data.val else 0,
+                    "test": len(data.test) if data.test else 0}
+            finish_run(run_dir, network, spec, prep, history, metrics, str(device), rows)
             model.run_dir = run_dir
             _write_report(run_dir, model, data, reporter)
     return Run(run_dir, spec, metrics, history, model)

@@ -377,6 +377,7 @@ def _data_section(files: RunFiles, parts: dict[str, int]) -> str:
     if data.test_path:
         items.append(("test file", _e(data.test_path)))
     items.append(("task", _e(f"{prep.task} ({prep.task_reason})")))
+    parts = files.info["training"].get("rows") or parts  # recorded by training; older runs: counted on reading
     if parts:
         items.append(("rows", _e(", ".join(f"{n:,} {name}" for name, n in parts.items()))))
     if prep.classes is not None:

@@ -136,8 +136,11 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 def finish_run(run_dir: Path, network: torch.nn.Module, spec: Spec, preparation: Preparation,
-               history: History, metrics: dict[str, float], device: str) -> Path:
-    """Write the final files of a trained run; ``run.json`` last, so the run is whole or unfinished."""
+               history: History, metrics: dict[str, float], device: str, rows: dict[str, int]) -> Path:
+    """Write the final files of a trained run; ``run.json`` last, so the run is whole or unfinished.
+
+    ``rows``: how many rows each part ("train", "validation", "test") had.
+    """
     run_id = read_run_id(run_dir)
     try:
         # A resumed run replaces its final files: it is first marked unfinished, so a crash in
@@ -159,7 +162,7 @@ def finish_run(run_dir: Path, network: torch.nn.Module, spec: Spec, preparation:
             "metrics": metrics,
             "training": {"epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
                          "stopped_early": history.stopped_early, "device": device,
-                         "engine": history.engine},
+                         "engine": history.engine, "rows": rows},
             "versions": versions(),
             "files": {name: file_entry(data) for name, data in files.items()},
         }

@@ -111,6 +111,8 @@ class TrainingInfo(_Strict):
     stopped_early: bool
     device: Text
     engine: EngineName
+    # Rows in each part ("train", "validation", "test"); runs written before it was recorded lack it.
+    rows: dict[Literal["train", "validation", "test"], Count] | None = None
 
     @model_validator(mode="after")
     def _best_was_run(self) -> "TrainingInfo":
