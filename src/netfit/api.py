@@ -248,7 +248,9 @@ def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | Non
 def _write_report(run_dir: Path, model: TrainedModel, data: PreparedData, reporter: Progress) -> None:
     # The run is whole by now: a page that cannot be written costs the page, not the run.
     try:
-        reporter.note(f"netfit: report: {write_report(run_dir, model, data.test)}")
+        counts = {"train": len(data.train), "validation": len(data.val) if data.val is not None else 0,
+                  "test": len(data.test) if data.test is not None else 0}
+        reporter.note(f"netfit: report: {write_report(run_dir, model, data.test, row_counts=counts)}")
     except NetfitError as err:
         reporter.note(f"netfit: warning: the run is saved, but its report was not written ({err}); "
                       f"try again with `netfit report {run_dir}`")

@@ -54,7 +54,8 @@ class _History:
 
 
 def write_report(run_dir: str | Path, model=None, rows: Any = None, *, output: str | Path | None = None,
-                 data_dir: str | Path | None = None, trust_module: bool = False) -> Path:
+                 data_dir: str | Path | None = None, trust_module: bool = False,
+                 row_counts: dict[str, int] | None = None) -> Path:
     """Write the report page of the finished run ``run_dir`` and return its path.
 
     ``model``: the run's :class:`~netfit.trained.TrainedModel` when it is already loaded (else the
@@ -65,6 +66,8 @@ def write_report(run_dir: str | Path, model=None, rows: Any = None, *, output: s
     is unchanged. If there are no rows to use, or the run uses your own ``model.module`` and
     ``trust_module`` is False, the page says why in one line and shows everything else.
     ``output``: where to write (default ``run_dir/report.html``), replaced atomically.
+    ``row_counts``: rows per part (``{"train": ..., "validation": ..., "test": ...}``) when the
+    caller knows them (training does); else they are counted when the data is read again.
     """
     run_dir = Path(run_dir)
     files = read_run(run_dir)
@@ -75,6 +78,8 @@ def write_report(run_dir: str | Path, model=None, rows: Any = None, *, output: s
     predictions, parts = None, {}
     if model is not None:
         predictions, parts, missing = _predictions(model, rows, data_dir)
+    if row_counts is not None:
+        parts = dict(row_counts)
     page = _render(files, history, model, predictions, missing, parts)
     target = Path(output).expanduser() if output is not None else run_dir / REPORT
     try:
