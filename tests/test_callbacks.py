@@ -148,6 +148,13 @@ class _Terminal(io.StringIO):
         return True
 
 
+@pytest.mark.parametrize("progress", ["log", "stdout", True])
+def test_progress_that_is_no_stream_is_named_before_any_work(progress):
+    X, y = _digits()
+    with pytest.raises(TypeError, match="progress must be a stream"):
+        netfit.fit(spec(), X, y, out=None, progress=progress)
+
+
 def test_progress_draws_a_bar_on_a_terminal_and_plain_lines_elsewhere():
     X, y = _digits()
     plain = io.StringIO()
