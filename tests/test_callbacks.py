@@ -104,6 +104,23 @@ def test_a_callback_ends_the_run_by_saying_why(capsys):
     assert "enough: two epochs" in capsys.readouterr().out
 
 
+def test_a_stop_asked_between_read_backs_keeps_every_epoch_trained(tmp_path):
+    # Asked from on_epoch_start, with epochs still waiting on the device (print_every=3, no
+    # syncing callback): the epochs trained must be read back, not dropped (an IndexError once).
+    class StopInEpochTwo(Callback):
+        def on_epoch_start(self, training, epoch):
+            if epoch == 2:
+                training.stop_reason = "enough: asked in epoch two"
+
+    X, y = _digits()
+    run = netfit.fit(spec(epochs=6, print_every=3), X, y, out=None, progress=None, callbacks=[StopInEpochTwo()])
+    assert [r.epoch for r in run.history.epochs] == [1, 2] and run.metrics["epochs"] == 2
+    saved = netfit.fit(spec(epochs=6, print_every=3, checkpoint_every=0), X, y, out=tmp_path, progress=None,
+                       callbacks=[StopInEpochTwo()])
+    assert [r.epoch for r in saved.history.epochs] == [1, 2]
+    assert (saved.run_dir / "metrics.csv").read_text().count("\n") == 3
+
+
 def test_run_end_sees_the_restored_best_weights():
     X, y = _digits()
     X[:, :] += np.random.default_rng(0).normal(0, 8, X.shape).astype(np.float32)  # noisy: val loss turns up soon
@@ -129,6 +146,13 @@ def test_callbacks_must_be_callbacks():
 class _Terminal(io.StringIO):
     def isatty(self):
         return True
+
+
+@pytest.mark.parametrize("progress", ["log", "stdout", True])
+def test_progress_that_is_no_stream_is_named_before_any_work(progress):
+    X, y = _digits()
+    with pytest.raises(TypeError, match="progress must be a stream"):
+        netfit.fit(spec(), X, y, out=None, progress=progress)
 
 
 def test_progress_draws_a_bar_on_a_terminal_and_plain_lines_elsewhere():

@@ -317,3 +317,17 @@ def test_saved_image_geometry_must_fit_the_input_size(png_run):
         bad = {**prep, "image": {**prep["image"], **change}}
         with pytest.raises(NetfitError, match="image"):
             Preparation.from_dict(bad)
+
+
+def test_the_report_draws_an_image_folders_mistakes_as_the_files_look(png_run):
+    """The digits' files are white ink on black: the page's worst mistakes must not show them inverted."""
+    import base64
+    import io
+    import re
+
+    page = (png_run / "report.html").read_text(encoding="utf-8")
+    found = re.search(r'id="fig-mistakes"[^>]*src="data:image/png;base64,([^"]+)"', page)
+    assert found, "no worst-mistakes pictures on the page"
+    pixels = np.asarray(Image.open(io.BytesIO(base64.b64decode(found.group(1)))).convert("L"))
+    # Drawn as stored, the black backgrounds fill much of the grid; inverted (gray_r) about 8% of it is dark.
+    assert (pixels < 64).mean() > 0.3, f"only {(pixels < 64).mean():.0%} of the pictures is dark: drawn inverted"

@@ -208,6 +208,17 @@ def test_mnist_report_is_small_and_complete(mnist_run):
     assert "torch" in text and "eager" in text
 
 
+def test_the_page_training_writes_counts_every_part(tmp_path):
+    """The page `netfit train` writes names the rows of each part, as the page `netfit report` rebuilds does."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    run = netfit.fit({"model": {"hidden": [16]}, "data": {"test_fraction": 0.2}, "train": {"epochs": 1}}, X, y,
+                     out=tmp_path, progress=None)
+    text = (run.run_dir / REPORT).read_text(encoding="utf-8")
+    assert "<th>rows</th><td>1,294 train, 144 validation, 359 test</td>" in text
+
+
 def test_everything_from_the_run_folder_is_escaped(binary_run):
     text = (binary_run.run_dir / REPORT).read_text(encoding="utf-8")
     assert "<script" not in text and "<img src=x" not in text

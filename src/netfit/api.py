@@ -105,7 +105,7 @@ def fit(spec: Spec | dict[str, Any] | str | Path, X: Any = None, y: Any = None, 
     if out_dir is not None and (run := enclosing_run(out_dir)) is not None:
         raise NetfitError(f"--out {out_dir} is inside run folder {str(run)!r}; a run never holds another: "
                           "choose a folder of runs outside it (the default is runs/)")
-    return _train(spec, X, y, out_dir, None, None, progress, _hooks(on_epoch_end, callbacks))
+    return _train(spec, X, y, out_dir, None, None, progress, _hooks(on_epoch_end, callbacks, progress))
 
 
 def resume(run_dir: str | Path, X: Any = None, y: Any = None, *, epochs: int | None = None,
@@ -171,11 +171,14 @@ def resume(run_dir: str | Path, X: Any = None, y: Any = None, *, epochs: int | N
                               "to train it further")
         # A spec the user gave names the module too (it was checked equal to the run's above).
         module = custom_module(wanted, module, trust_module or spec is not None, run_dir, "resuming")
-        return _train(wanted, X, y, None, run_dir, checkpoint, progress, _hooks(on_epoch_end, callbacks), module)
+        return _train(wanted, X, y, None, run_dir, checkpoint, progress, _hooks(on_epoch_end, callbacks, progress),
+                      module)
 
 
 def _hooks(on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None,
-           callbacks: Sequence[Callback]) -> list[Callback]:
+           callbacks: Sequence[Callback], progress: ProgressTarget = None) -> list[Callback]:
+    if progress is not None and progress != "logging" and not callable(getattr(progress, "write", None)):
+        raise TypeError(f"progress must be a stream such as sys.stdout, \"logging\" or None, not {progress!r}")
     for callback in callbacks:
         if not isinstance(callback, Callback):
             raise TypeError(f"callbacks must be netfit.callbacks.Callback instances, not {type(callback).__name__}")

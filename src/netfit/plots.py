@@ -104,14 +104,18 @@ def confusion_plot(matrix: np.ndarray, classes: list[str]) -> Png:
         return _png(figure)
 
 
-def image_grid(images: np.ndarray, captions: list[str], columns: int = 8) -> Png:
-    """Small images (n, height, width[, 3]) uint8 with a caption above each."""
+def image_grid(images: np.ndarray, captions: list[str], columns: int = 8, ink_dark: bool = False) -> Png:
+    """Small images (n, height, width[, 3]) uint8 with a caption above each.
+
+    Grey images are drawn as their pixels are (0 black, 255 white); ``ink_dark`` draws high values
+    dark instead, as MNIST-style digits (ink stored as 255) are shown on paper.
+    """
     rows = -(-len(images) // columns)
     with rc_context({**_STYLE, "axes.grid": False}):
         figure = _figure(columns * 1.1, rows * 1.35)
         for k, (image, caption) in enumerate(zip(images, captions)):
             axes = figure.add_subplot(rows, columns, k + 1)
-            axes.imshow(image, cmap="gray_r" if image.ndim == 2 else None, vmin=0, vmax=255,
+            axes.imshow(image, cmap=("gray_r" if ink_dark else "gray") if image.ndim == 2 else None, vmin=0, vmax=255,
                         interpolation="nearest")
             axes.set_title(caption, fontsize=7)
             axes.set_axis_off()

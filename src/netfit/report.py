@@ -297,11 +297,12 @@ def _worst_mistakes(p: Predictions, classes: list[str], prep, plots) -> str:
     heading = (f"<h3>Worst mistakes</h3><p class=sub>The {len(worst)} wrong answers given with the highest "
                f"probability, of {len(wrong):,} wrong in all.</p>")
     shape = _image_shape(prep)
+    # An image folder's files are drawn as they look; IDX digits (ink stored as 255) as ink on paper.
     if shape is not None and p.pixels is not None:
         images = p.pixels[worst].reshape(len(worst), *shape)
         captions = [f"#{i}: {classes[p.truth[i]]}→{classes[p.predicted[i]]} {p.proba[i, p.predicted[i]]:.0%}"
                     for i in worst]
-        return heading + _figure("mistakes", plots.image_grid(images, captions), "worst mistakes")
+        return heading + _figure("mistakes", plots.image_grid(images, captions, ink_dark=prep.image is None), "worst mistakes")
     rows = [[f"{i:,}", _e(classes[p.truth[i]]), _e(classes[p.predicted[i]]), f"{p.proba[i, p.predicted[i]]:.3f}",
              f"{p.proba[i, p.truth[i]]:.3f}"] for i in worst]
     return heading + _table(["row of the part", "true class", "predicted", "probability given",

@@ -92,7 +92,8 @@ def fit_network(training: Training, callbacks: Sequence[Callback] = (), *, progr
             loop.pending.append(_Pending(epoch, loss_sum, val, loop.lr_at_end_of(epoch), timer))
             t.state = replace(t.state, epochs_done=epoch, steps_into_epoch=0, global_step=epoch * loop.steps,
                               epoch_loss_sum=0.0)
-            if loop.reads_back_after(epoch, stop.requested):
+            # A stop asked outside a read-back (from on_epoch_start, say) ends the run here: read first.
+            if loop.reads_back_after(epoch, stop.requested) or t.stop_reason is not None:
                 loop.read_back(hooks, epoch * loop.steps - 1)
             if t.stop_reason is not None:
                 t.say(t.stop_reason)
