@@ -335,3 +335,15 @@ def test_report_bad_input_is_one_line_and_exit_2(capsys, mnist_run, tmp_path, ca
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
     assert re.search(message, err), err
     assert listed_files(mnist_run.run_dir) == before
+
+
+def test_an_early_stopped_run_marks_the_epoch_it_kept(diabetes_run, binary_run, tmp_path):
+    """Early stopping restores an earlier epoch: the page says which, not only how many epochs ran."""
+    spec = _regression_spec(Path(diabetes_run.spec.data.path))
+    spec["train"].update(epochs=60, lr=0.05, early_stopping={"metric": "val_loss", "patience": 3})
+    run = netfit.fit(spec, out=tmp_path, progress=None)
+    kept = run.history.best_epoch
+    assert run.history.stopped_early and kept < len(run.history.epochs)
+    text = (run.run_dir / REPORT).read_text(encoding="utf-8")
+    assert f"<div class=tile><b>{kept}</b><span>kept epoch (best)</span></div>" in text
+    assert "kept epoch" not in (binary_run.run_dir / REPORT).read_text(encoding="utf-8")  # no early stopping

@@ -51,19 +51,24 @@ def _png(figure: Figure) -> Png:
 
 
 def line_plot(x: Sequence[float], series: dict[str, Sequence[float]], title: str, ylabel: str,
-              log_y: bool = False) -> Png:
-    """Lines of y against epochs, one per named series; NaN entries (no value that epoch) are gaps."""
+              log_y: bool = False, kept_epoch: int | None = None) -> Png:
+    """Lines of y against epochs, one per named series; NaN entries (no value that epoch) are gaps.
+
+    ``kept_epoch``: the epoch whose weights the run kept (early stopping restored it), marked by a line.
+    """
     with rc_context(_STYLE):
         figure = _figure(6, 3.4)
         axes = figure.add_subplot()
         for (name, values), color in zip(series.items(), (_TRAIN, _VAL, _ACCENT)):
             # Markers too: a run of one epoch is one point, which a line alone would not show.
             axes.plot(x, values, marker="o", markersize=3, color=color, label=name)
+        if kept_epoch is not None:
+            axes.axvline(kept_epoch, color="grey", linestyle=":", linewidth=1.2, label=f"kept: epoch {kept_epoch}")
         if log_y:
             axes.set_yscale("log")
         axes.set(title=title, xlabel="epoch", ylabel=ylabel)
         axes.xaxis.get_major_locator().set_params(integer=True)
-        if len(series) > 1:
+        if len(series) > 1 or kept_epoch is not None:
             axes.legend()
         return _png(figure)
 

@@ -64,7 +64,7 @@ class Progress(Callback):
     def note(self, message: str) -> None:
         """One line for the person watching: above the bar, in the log, or nowhere."""
         if self.target == "logging":
-            LOGGER.info(message)
+            LOGGER.info(message.removeprefix("netfit: "))  # the logger's name already says it
         elif self._bar is not None:
             self._bar.write(message, file=self.stream)
         elif self.stream is not None:
@@ -108,7 +108,8 @@ class Progress(Callback):
 
     def on_run_end(self, training: Training) -> None:
         epochs = len(training.history.epochs) if training.history is not None else 0
-        self.note(f"netfit: trained {epochs} epochs in {_duration(time.perf_counter() - self._started)}")
+        self.note(f"netfit: trained {epochs} epoch{'s' if epochs != 1 else ''} in "
+                  f"{_duration(time.perf_counter() - self._started)}")
 
     @classmethod
     def line(cls, record: EpochRecord, epochs: int, metric_name: str) -> str:

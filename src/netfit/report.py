@@ -171,7 +171,7 @@ def _render(files: RunFiles, history: _History, model, predictions: Predictions 
     prep, info = files.preparation, files.info
     title = f"netfit run {files.path.name}"
     sections = [_header(files, history, model, missing),
-                _training(history, plots)]
+                _training(history, plots, _kept_epoch(files))]
     if predictions is not None:
         sections.append(_classification(predictions, model, plots) if prep.task != "regression"
                         else _regression(predictions, prep, plots))
@@ -209,7 +209,9 @@ def _header(files: RunFiles, history: _History, model, missing: str | None) -> s
     shown = [("test_accuracy", "test accuracy"), ("test_macro_f1", "test macro F1"), ("val_accuracy", "val accuracy"),
              ("test_r2", "test R²"), ("test_rmse", "test RMSE"), ("test_mae", "test MAE"), ("val_r2", "val R²")]
     tiles = [(f"{metrics[key]:.4f}", label) for key, label in shown if key in metrics]
-    tiles += [(str(len(history.epoch)), "epochs"), (f"{_parameters(files, model)[0]:,}", "parameters"),
+    kept = _kept_epoch(files)
+    tiles += [(str(len(history.epoch)), "epochs")] + ([(str(kept), "kept epoch (best)")] if kept else [])
+    tiles += [(f"{_parameters(files, model)[0]:,}", "parameters"),
               (f"{np.nansum(history.epoch_time_s):.1f} s", "training time")]
     tiles_html = "".join(f"<div class=tile><b>{_e(v)}</b><span>{_e(k)}</span></div>" for v, k in tiles)
     note = f'<p class="note" id="missing">Predictions are not shown: {_e(missing)}.</p>' if missing else ""
@@ -218,21 +220,29 @@ def _header(files: RunFiles, history: _History, model, missing: str | None) -> s
             f"<div class=tiles>{tiles_html}</div>{note}</section>")
 
 
-def _training(history: _History, plots) -> str:
+def _kept_epoch(files: RunFiles) -> int | None:
+    """The epoch whose weights the run ended with, when early stopping restored an earlier one."""
+    training = files.info["training"]
+    best = training.get("best_epoch")
+    restored = files.spec.train.early_stopping is not None and best is not None
+    return best if restored and best != training["epochs_run"] else None
+
+
+def _training(history: _History, plots, kept: int | None) -> str:
     if len(history.epoch) == 0:
         return "<section><h2>Training</h2><p>metrics.csv holds no epochs.</p></section>"
     x = history.epoch
     loss = {"train": history.train_loss}
     if not np.all(np.isnan(history.val_loss)):
         loss["validation"] = history.val_loss
-    figures = [_figure("loss", plots.line_plot(x, loss, "Loss", "loss"), "loss per epoch")]
+    figures = [_figure("loss", plots.line_plot(x, loss, "Loss", "loss", kept_epoch=kept), "loss per epoch")]
     note = ""
     metric = history.metric_name.removeprefix("val_").replace("r2", "R²")
     if np.all(np.isnan(history.val_metric)):
         note = "<p class=sub>No validation part (data.val_fraction = 0): no validation curves.</p>"
     else:
-        figures.append(_figure("metric", plots.line_plot(x, {"validation": history.val_metric},
-                                                         f"Validation {metric}", metric), f"validation {metric}"))
+        figures.append(_figure("metric", plots.line_plot(x, {"validation": history.val_metric}, f"Validation {metric}",
+                                                         metric, kept_epoch=kept), f"validation {metric}"))
     figures.append(_figure("lr", plots.line_plot(x, {"lr": history.lr}, "Learning rate (end of epoch)", "lr"),
                            "learning rate per epoch"))
     figures.append(_figure("time", plots.bar_plot(x, history.epoch_time_s, "Time per epoch", "seconds"),
@@ -412,7 +422,7 @@ def _environment(info: dict[str, Any]) -> str:
 def _files_section(files: RunFiles) -> str:
     folder = files.path.absolute()
     items = [("run folder", f"<code>{_e(folder)}</code>"),
-             (WEIGHTS, "final weights (safetensors)"), (METRICS, "one row per epoch"),
+             (WEIGHTS, "the weights the run kept (safetensors)"), (METRICS, "one row per epoch"),
              (INFO, "spec, preparation, metrics, versions, file hashes"),
              ("checkpoints/", _e(", ".join(c.path.name for c in files.checkpoints) or "none")),
              (REPORT, "this page: rebuild it with <code>netfit report RUN</code>")]
