@@ -147,7 +147,8 @@ def test_apply_refuses_to_overwrite_without_force(capsys, tmp_path, digits_spec)
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, digits_spec):
     for argv, expected in [(["lr-find", tmp_path / "missing.toml"], "does not exist"),
                            (["lr-find", digits_spec, "--set", "train.lrr=0.1"], "did you mean 'train.lr'"),
-                           (["lr-find", digits_spec, "-o", tmp_path / "a-file" / "plot.png"], "cannot write")]:
+                           (["lr-find", digits_spec, "-o", tmp_path / "a-file" / "plot.png"], "cannot write"),
+                           (["lr-find", digits_spec, "-o", tmp_path / "plot.txt"], "name the file with one of")]:
         (tmp_path / "a-file").write_text("")
         code, stdout, stderr = run_cli(capsys, *argv)
         assert code == 2, argv

@@ -115,7 +115,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="override a spec field, e.g. --set train.batch_size=128")
     p.add_argument("--apply", type=Path, metavar="OUT.toml",
                    help="write a copy of the spec with train.lr set to the suggestion (the spec itself is never changed)")
-    p.add_argument("-o", "--output", type=Path, metavar="PLOT.png", help="plot the loss against the rate (matplotlib)")
+    p.add_argument("-o", "--output", type=Path, metavar="PLOT.png",
+                   help="plot the loss against the rate: .png, .svg or .pdf")
     p.add_argument("--force", action="store_true", help="replace the --apply or -o file if it exists")
     p.add_argument("--json", action="store_true", help="print one JSON object (suggestion, rule, the curve)")
 
@@ -539,10 +540,12 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _lr_find(args: argparse.Namespace) -> int:
-    from .lr_find import lr_find
+    from .lr_find import lr_find, plot_format
     from .spec import load_spec, with_absolute_paths
 
     spec = load_spec(args.spec, args.overrides)
+    if args.output is not None:
+        plot_format(args.output)
     outputs = [path for path in (args.apply, args.output) if path is not None]
     for path in outputs:  # before the sweep: a refused path costs nothing
         _check_output_path(path, args.force)

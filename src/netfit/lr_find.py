@@ -129,12 +129,15 @@ class LRFinderResult:
         return "\n".join(lines)
 
     def save_plot(self, path: str | Path) -> None:
-        """The smoothed loss against the rate (log scale) with the suggestion marked, as a PNG written atomically."""
-        try:
-            from matplotlib.figure import Figure
-        except ImportError:
-            raise NetfitError("the lr-find plot needs matplotlib: pip install 'netfit[plot]'") from None
+        """The smoothed loss against the rate (log scale) with the suggestion marked, written atomically.
+
+        The file's suffix picks the format: .png, .svg or .pdf.
+        """
+        from matplotlib.figure import Figure
+
         from .storage import write_atomic
+
+        kind = plot_format(path)
 
         # A Figure of its own, not pyplot: no global figure state and no GUI backend to choose.
         figure = Figure(figsize=(6.4, 4.0), layout="constrained")
@@ -161,13 +164,25 @@ class LRFinderResult:
         axes.axvline(self.spec_lr, color="C2", linestyle="--", label=f"spec's train.lr {self.spec_lr:.3g}")
         axes.legend(fontsize="small")
         buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=100)
+        figure.savefig(buffer, format=kind, dpi=100)
         target = Path(path).expanduser()
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(target, buffer.getvalue())
         except OSError as err:
             raise NetfitError(f"cannot write {path} ({err.strerror or err}); choose a writable folder") from None
+
+
+PLOT_FORMATS = ("png", "svg", "pdf")
+
+
+def plot_format(path: str | Path) -> str:
+    """The plot's format from its file's suffix, or a one-line error naming the ones there are."""
+    kind = Path(path).suffix.lower().removeprefix(".")
+    if kind not in PLOT_FORMATS:
+        raise NetfitError(f"{path}: a plot is written as {', '.join('.' + k for k in PLOT_FORMATS)}; name the file "
+                          "with one of these suffixes")
+    return kind
 
 
 # ----------------------------------------------------------------------------- the sweep
