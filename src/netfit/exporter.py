@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -216,16 +217,23 @@ def _onnx_bytes(wrapper: RawRowsNetwork, model: TrainedModel, metadata: dict[str
     import onnx
 
     outputs = _OUTPUTS[model.task]
-    # The TorchScript-based exporter (dynamo=False) with dynamic_axes: for a feed-forward stack it
-    # gives a small, plain graph and a truly dynamic batch axis. The dynamo exporter also works with
-    # torch 2.13 but emits a deprecation-free yet noisier graph and draws warnings about the batch
-    # size 2 we trace with; the self-check below runs whichever graph at several batch sizes anyway.
+    # The torch.export-based exporter (dynamo=True), the default since torch 2.9: the TorchScript-based
+    # one (dynamo=False) still works in 2.13 but warns that it will be removed. The batch axis is a
+    # named Dim so the graph takes any batch; weights stay inside the one file (external_data=False)
+    # because a feed-forward network is far below ONNX's 2 GB protobuf limit.
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
     with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # torch.export's notes on internals, nothing a user can act on
+        # It also logs "torchvision is not installed" once per torchvision op: noise for a netfit network.
+        registration.setLevel(logging.ERROR)
         target = Path(scratch) / "model.onnx"
-        torch.onnx.export(wrapper, (_example(model),), str(target), input_names=["rows"], output_names=outputs,
-                          dynamic_axes={"rows": {0: "batch"}, **{name: {0: "batch"} for name in outputs}},
-                          dynamo=False)
+        try:
+            torch.onnx.export(wrapper, (_example(model),), str(target), input_names=["rows"], output_names=outputs,
+                              dynamic_shapes=({0: torch.export.Dim("batch")},), dynamo=True, external_data=False,
+                              verbose=False, report=False)
+        finally:
+            registration.setLevel(level)
         graph = onnx.load(str(target))
     for key, value in metadata.items():
         graph.metadata_props.add(key=key, value=value)
