@@ -102,6 +102,10 @@ def test_a_binary_run_without_a_test_part_is_checked_on_random_rows_in_its_range
     logits, proba = run_file(tmp_path / "b.onnx", "onnx", X[:7].astype(np.float32))
     assert logits.shape == (7, 1) and proba.shape == (7, 2)
     np.testing.assert_allclose(proba, run.model.predict_proba(X[:7]), atol=PROBA_TOLERANCE, rtol=0)
+    from netfit.exporter import _random_rows
+
+    drawn = _random_rows(run.model)  # where the training rows lay, not N(0, 1) for features in the thousands
+    assert np.all(np.abs(drawn.mean(axis=0) - X.mean(axis=0)) < 0.2 * X.std(axis=0) + 1e-6)
     given = netfit.export(run.run_dir, "torchscript", tmp_path / "b.pt", rows=X[:50])
     assert given.checked_on == "the rows given" and given.rows_checked == 50
 
