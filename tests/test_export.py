@@ -194,3 +194,30 @@ def test_the_readme_snippet_loads_the_weights_in_plain_pytorch(runs):
     with torch.no_grad():
         expected = netfit.load(runs["digits"]).logits(rows)
     torch.testing.assert_close(scope["logits"].detach(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_an_image_run_reads_raw_pixels(tmp_path):
+    run = netfit.fit({"data": {"dataset": "mnist-sample"}, "model": {"hidden": [32]}, "train": {"epochs": 1}},
+                     out=tmp_path, progress=None)
+    assert run.model.preparation.input_scaler.method == "divide_by_255"
+    result = netfit.export(run.run_dir, "onnx", tmp_path / "mnist.onnx")
+    assert result.rows_checked == 2000 and result.checked_on == "the run's test part"
+    pixels = raw_test_rows(run.run_dir)[:7]
+    assert pixels.max() == 255  # the 0..255 pixels themselves go in, not 0..1
+    _, proba = run_file(tmp_path / "mnist.onnx", "onnx", pixels)
+    np.testing.assert_allclose(proba, run.model.predict_proba(pixels), atol=PROBA_TOLERANCE, rtol=0)
+
+
+def test_a_custom_module_run_exports_only_with_trust(tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    run = netfit.fit({"model": {"module": "custom_module:TinyNet", "kwargs": {"inputs": 64}}, "train": {"epochs": 1}},
+                     X, y, out=tmp_path / "runs", progress=None)
+    argv = ["export", str(run.run_dir), "--format", "torchscript", "-o", str(tmp_path / "tiny.pt")]
+    assert main(argv) == 2 and "--trust-module" in capsys.readouterr().err
+    assert not (tmp_path / "tiny.pt").exists()
+    assert main([*argv, "--trust-module"]) == 0
+    assert "checked on 1000 rows of random rows in the training range" in capsys.readouterr().out
+    (_, proba) = run_file(tmp_path / "tiny.pt", "torchscript", X[:7].astype(np.float32))
+    np.testing.assert_allclose(proba, run.model.predict_proba(X[:7]), atol=PROBA_TOLERANCE, rtol=0)

@@ -127,6 +127,10 @@ def export(run: str | Path | TrainedModel, format: str, path: str | Path, *, for
         raise NetfitError(f"{path} already exists; choose another path or pass --force to replace it")
     if format == "onnx":
         _require_onnx()
+    try:  # before the export's seconds of work: a folder that cannot be made is refused at once
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NetfitError(f"cannot write {path} ({err.strerror or err}); choose a writable folder") from None
     model = run if isinstance(run, TrainedModel) else load(_run_folder(run), trust_module=trust_module)
     _refuse_unexportable(model)
     check_rows, checked_on = _check_rows(model, rows, data_dir)
