@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,9 @@ def test_the_exported_files_carry_classes_features_and_the_output_contract(runs,
 
     netfit.export(runs["diabetes"], "torchscript", tmp_path / "m.pt")
     extra = {"netfit.json": ""}
-    torch.jit.load(str(tmp_path / "m.pt"), _extra_files=extra)
+    with warnings.catch_warnings():  # torch.jit is deprecated in torch 2.13 but still loads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.load(str(tmp_path / "m.pt"), _extra_files=extra)
     meta = json.loads(extra["netfit.json"])
     assert meta["netfit.task"] == "regression" and json.loads(meta["netfit.outputs"]) == ["predictions"]
     assert json.loads(meta["netfit.feature_names"])[:3] == ["age", "sex", "bmi"]
