@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# scikit-learn's estimator checks test array-API dispatch with NumPy inputs only when SciPy was
+# imported with this set; without it they skip, and netfit.sklearn would be checked less than the
+# issue promises. It must be set before anything imports SciPy.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
 import gzip
 import struct
 from pathlib import Path

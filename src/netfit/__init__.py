@@ -7,10 +7,11 @@
 
 from .api import Run, build_model, fit, load, resume
 from .errors import NetfitError, TrainingInterrupted
+from .exporter import export
 from .lr_find import LRFinderResult, lr_find
 from .spec import Spec, load_spec
 from .trained import TrainedModel
 from .version import __version__
 
 __all__ = ["Spec", "load_spec", "fit", "resume", "load", "build_model", "lr_find", "LRFinderResult", "Run",
-           "TrainedModel", "NetfitError", "TrainingInterrupted", "__version__"]
+           "TrainedModel", "export", "NetfitError", "TrainingInterrupted", "__version__"]

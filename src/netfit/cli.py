@@ -120,6 +120,22 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace the --apply or -o file if it exists")
     p.add_argument("--json", action="store_true", help="print one JSON object (suggestion, rule, the curve)")
 
+    p = sub.add_parser("export", parents=[common], help="write a run as an ONNX or TorchScript file that reads raw rows",
+                       description="Write the run's network with its input scaling inside (raw float32 rows in; "
+                                   "logits and probabilities, or predictions in the targets' units, out), then "
+                                   "run the file on the run's test rows and remove it unless it agrees with netfit.")
+    p.add_argument("run", type=Path, help="run directory")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="file format")
+    p.add_argument("-o", "--output", type=Path,
+                   help="file to write (default: the run folder's name with .onnx or .pt, in this folder)")
+    p.add_argument("--force", action="store_true", help="replace the -o file if it exists")
+    p.add_argument("--rows", type=Path, metavar="FILE.npy",
+                   help="raw rows (.npy) to check the file on (default: the run's test part, else 1,000 seeded "
+                        "random rows in the training range)")
+    p.add_argument("--data-dir", type=Path, help="folder with IDX files for mnist, fashion-mnist, kmnist")
+    p.add_argument("--trust-module", action="store_true",
+                   help="import the custom model.module the run names (only for runs you trust)")
+
     p = sub.add_parser("init", parents=[common], help="write an annotated starter spec")
     p.add_argument("path", nargs="?", type=Path, default=Path("netfit.toml"), help="where (default: netfit.toml)")
     p.add_argument("--force", action="store_true", help="replace an existing file")
@@ -571,6 +587,28 @@ def _lr_find(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .exporter import FORMATS, export
+
+    if not args.run.is_dir():
+        raise NetfitError(f"run {str(args.run)!r} does not exist or is not a folder; pass the folder `netfit train` "
+                          "created")
+    output = args.output or Path(args.run.resolve().name + FORMATS[args.format])
+    _check_output_path(output, args.force)
+    rows = None
+    if args.rows is not None:
+        if args.rows.suffix.lower() != ".npy" or not args.rows.is_file():
+            raise NetfitError(f"--rows {args.rows}: give an existing .npy file of raw rows")
+        try:
+            rows = np.load(args.rows, allow_pickle=False)  # never unpickle a file named on the command line
+        except (OSError, ValueError) as err:
+            raise NetfitError(f"--rows {args.rows}: cannot read it as a .npy array ({err})") from None
+    model = _load_model(args.run, args.trust_module)
+    result = export(model, args.format, output, force=args.force, rows=rows, data_dir=args.data_dir)
+    print(result.summary())
+    return EXIT_OK
+
+
 def _init(args: argparse.Namespace) -> int:
     from .starter import STARTER_SPEC
 
@@ -593,7 +631,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "summary": _summary, "report": _report,
-             "lr-find": _lr_find, "init": _init, "schema": _schema}
+             "lr-find": _lr_find, "export": _export, "init": _init, "schema": _schema}
 
 
 # ----------------------------------------------------------------------------- helpers

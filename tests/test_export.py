@@ -1,0 +1,226 @@
+"""netfit export: files that read raw rows and agree with netfit, their metadata, the self-check, refusals."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import netfit
+from netfit import NetfitError
+from netfit.cli import main
+from netfit.exporter import PROBA_TOLERANCE, VALUE_TOLERANCE, RawRowsNetwork, run_file
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+FORMATS = ["onnx", "torchscript"]
+BATCHES = [1, 7, 1000]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A digits classification run and a diabetes regression run, both with a test part, trained once."""
+    out = tmp_path_factory.mktemp("runs")
+    digits = netfit.fit({"data": {"dataset": "digits"}, "model": {"hidden": [32]}, "train": {"epochs": 2}},
+                        out=out, progress=None)
+    diabetes = netfit.fit({"data": {"dataset": "diabetes", "val_fraction": 0.2}, "model": {"hidden": [16, 8]},
+                           "train": {"epochs": 5, "loss": "mse"}}, out=out, progress=None)
+    return {"digits": digits.run_dir, "diabetes": diabetes.run_dir}
+
+
+def raw_test_rows(run_dir: Path) -> np.ndarray:
+    from netfit.evaluation import load_test_part
+
+    return np.asarray(load_test_part(netfit.load(run_dir)).X, dtype=np.float32)
+
+
+def batches(rows: np.ndarray):
+    """Batches of 1, 7 and 1,000 raw rows (the test rows repeated to reach 1,000)."""
+    many = np.resize(rows, (1000, rows.shape[1]))
+    return [many[:n] for n in BATCHES]
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_a_classification_export_gives_netfits_labels_and_probabilities_on_raw_rows(runs, tmp_path, format):
+    target = tmp_path / f"digits.{format}"
+    result = netfit.export(runs["digits"], format, target)
+    assert result.path == target and target.is_file() and result.checked_on == "the run's test part"
+    assert result.rows_checked == 359 and result.max_difference <= PROBA_TOLERANCE
+    model = netfit.load(runs["digits"])
+    for rows in batches(raw_test_rows(runs["digits"])):
+        logits, proba = run_file(target, format, rows)
+        assert logits.shape == proba.shape == (len(rows), 10)
+        labels = np.array(model.classes)[proba.argmax(axis=1)].astype(model.predict(rows).dtype)
+        np.testing.assert_array_equal(labels, model.predict(rows))  # every row, every batch size
+        np.testing.assert_allclose(proba, model.predict_proba(rows), atol=PROBA_TOLERANCE, rtol=0)
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_a_regression_export_gives_values_in_the_targets_units(runs, tmp_path, format):
+    target = tmp_path / f"diabetes.{format}"
+    netfit.export(runs["diabetes"], format, target)
+    model = netfit.load(runs["diabetes"])
+    for rows in batches(raw_test_rows(runs["diabetes"])):
+        (values,) = run_file(target, format, rows)
+        assert values.shape == (len(rows), 1)
+        expected = model.predict(rows)
+        assert np.abs(expected).mean() > 20  # in the target's units (25..346), not standardized ones
+        np.testing.assert_allclose(values[:, 0], expected, rtol=VALUE_TOLERANCE, atol=VALUE_TOLERANCE)
+
+
+def test_the_exported_files_carry_classes_features_and_the_output_contract(runs, tmp_path):
+    import onnx
+
+    netfit.export(runs["digits"], "onnx", tmp_path / "m.onnx")
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert json.loads(props["netfit.classes"]) == [str(i) for i in range(10)]
+    assert len(json.loads(props["netfit.feature_names"])) == 64
+    assert json.loads(props["netfit.outputs"]) == ["logits", "probabilities"]
+    assert props["netfit.version"] == netfit.__version__ and props["netfit.task"] == "classification"
+
+    netfit.export(runs["diabetes"], "torchscript", tmp_path / "m.pt")
+    extra = {"netfit.json": ""}
+    with warnings.catch_warnings():  # torch.jit is deprecated in torch 2.13 but still loads
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.load(str(tmp_path / "m.pt"), _extra_files=extra)
+    meta = json.loads(extra["netfit.json"])
+    assert meta["netfit.task"] == "regression" and json.loads(meta["netfit.outputs"]) == ["predictions"]
+    assert json.loads(meta["netfit.feature_names"])[:3] == ["age", "sex", "bmi"]
+
+
+def test_a_binary_run_without_a_test_part_is_checked_on_random_rows_in_its_range(tmp_path):
+    from sklearn.datasets import load_breast_cancer
+
+    X, y = load_breast_cancer(return_X_y=True)
+    run = netfit.fit({"model": {"hidden": [8]}, "train": {"epochs": 3, "task": "binary"}}, X, y, out=tmp_path,
+                     progress=None)
+    assert run.model.task == "binary"
+    result = netfit.export(run.run_dir, "onnx", tmp_path / "b.onnx")
+    assert result.checked_on == "random rows in the training range" and result.rows_checked == 1000
+    logits, proba = run_file(tmp_path / "b.onnx", "onnx", X[:7].astype(np.float32))
+    assert logits.shape == (7, 1) and proba.shape == (7, 2)
+    np.testing.assert_allclose(proba, run.model.predict_proba(X[:7]), atol=PROBA_TOLERANCE, rtol=0)
+    from netfit.exporter import _random_rows
+
+    drawn = _random_rows(run.model)  # where the training rows lay, not N(0, 1) for features in the thousands
+    assert np.all(np.abs(drawn.mean(axis=0) - X.mean(axis=0)) < 0.2 * X.std(axis=0) + 1e-6)
+    given = netfit.export(run.run_dir, "torchscript", tmp_path / "b.pt", rows=X[:50])
+    assert given.checked_on == "the rows given" and given.rows_checked == 50
+
+
+@pytest.mark.parametrize("format", FORMATS)
+@pytest.mark.parametrize("run", ["digits", "diabetes"])
+def test_a_file_that_disagrees_with_netfit_is_removed_and_refused(runs, tmp_path, monkeypatch, format, run):
+    exact = RawRowsNetwork.forward
+
+    def slightly_off(self, rows):
+        # A scaling mistake of 1%: small enough to hide in a glance at the outputs.
+        return exact(self, rows * 1.01)
+
+    monkeypatch.setattr(RawRowsNetwork, "forward", slightly_off)
+    target = tmp_path / "wrong.out"
+    with pytest.raises(NetfitError, match="disagrees with netfit.*it was removed"):
+        netfit.export(runs[run], format, target)
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_run_with_categorical_columns_is_refused_naming_them(tmp_path):
+    import pyarrow as pa
+    from sklearn.datasets import load_wine
+
+    data = load_wine()
+    columns = {f"x{i}": data.data[:, i] for i in range(4)}
+    columns["alcohol_band"] = np.array(["low", "mid", "high"])[np.digitize(data.data[:, 0], [12.5, 13.5])]
+    run = netfit.fit({"model": {"hidden": [8]}, "train": {"epochs": 1}}, pa.table(columns), data.target,
+                     out=None, progress=None)
+    with pytest.raises(NetfitError, match=r"cannot be exported: its columns alcohol_band \(categorical\)") as err:
+        netfit.export(run.model, "onnx", tmp_path / "w.onnx")
+    assert "\n" not in str(err.value) and not (tmp_path / "w.onnx").exists()
+
+
+def test_missing_onnxruntime_names_the_extra(runs, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    with pytest.raises(NetfitError, match=r"needs the onnxruntime package.*pip install 'netfit\[export\]'"):
+        netfit.export(runs["digits"], "onnx", tmp_path / "m.onnx")
+    assert netfit.export(runs["digits"], "torchscript", tmp_path / "m.pt").path.is_file()  # torch alone
+
+
+def test_cli_writes_checks_and_prints_one_line(runs, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", str(runs["digits"]), "--format", "onnx"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and re.fullmatch(
+        rf"wrote {runs['digits'].name}\.onnx \(onnx\); checked on 359 rows of the run's test part: same labels, "
+        r"max probability difference \d\.\de[-+]\d\d", out[0]), out
+    np.save(tmp_path / "rows.npy", raw_test_rows(runs["diabetes"])[:9])
+    assert main(["export", str(runs["diabetes"]), "--format", "torchscript", "-o", "d.pt",
+                 "--rows", "rows.npy"]) == 0
+    assert "checked on 9 rows of the rows given: max relative difference" in capsys.readouterr().out
+
+
+def test_cli_bad_inputs_are_one_line_and_exit_2(runs, tmp_path, capsys):
+    existing = tmp_path / "there.onnx"
+    existing.write_text("keep me")
+    np.save(tmp_path / "narrow.npy", np.zeros((3, 5)))
+    cases = [
+        (["export", str(tmp_path / "nope"), "--format", "onnx"], "does not exist or is not a folder"),
+        (["export", str(tmp_path), "--format", "onnx", "-o", str(tmp_path / "x.onnx")], "not a netfit run"),
+        (["export", str(runs["digits"]), "--format", "onnx", "-o", str(existing)], "already exists"),
+        (["export", str(runs["digits"]), "--format", "onnx", "-o", str(runs["digits"] / "m.onnx")],
+         "inside run folder"),
+        (["export", str(runs["digits"]), "--format", "onnx", "-o", "/proc/netfit/m.onnx"], "cannot write"),
+        (["export", str(runs["digits"]), "--format", "pt3"], "invalid choice"),
+        (["export", str(runs["digits"]), "--format", "onnx", "-o", str(tmp_path / "y.onnx"), "--rows",
+          str(tmp_path / "narrow.npy")], r"shape \(rows, 64\)"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 2, argv
+        captured = capsys.readouterr()
+        assert captured.out == "" and re.search(expected, captured.err), (argv, captured.err)
+        assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert existing.read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["narrow.npy", "there.onnx"]
+
+
+def test_the_readme_snippet_loads_the_weights_in_plain_pytorch(runs):
+    section = README.read_text().split("### Loading the weights in plain PyTorch, without netfit", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "netfit" not in code.replace("run_dir", "")  # plain PyTorch and safetensors only
+    rows = raw_test_rows(runs["digits"])
+    scope = {"run_dir": str(runs["digits"]), "rows": rows}
+    exec(compile(code, str(README), "exec"), scope)
+    with torch.no_grad():
+        expected = netfit.load(runs["digits"]).logits(rows)
+    torch.testing.assert_close(scope["logits"].detach(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_an_image_run_reads_raw_pixels(tmp_path):
+    run = netfit.fit({"data": {"dataset": "mnist-sample"}, "model": {"hidden": [32]}, "train": {"epochs": 1}},
+                     out=tmp_path, progress=None)
+    assert run.model.preparation.input_scaler.method == "divide_by_255"
+    result = netfit.export(run.run_dir, "onnx", tmp_path / "mnist.onnx")
+    assert result.rows_checked == 2000 and result.checked_on == "the run's test part"
+    pixels = raw_test_rows(run.run_dir)[:7]
+    assert pixels.max() == 255  # the 0..255 pixels themselves go in, not 0..1
+    _, proba = run_file(tmp_path / "mnist.onnx", "onnx", pixels)
+    np.testing.assert_allclose(proba, run.model.predict_proba(pixels), atol=PROBA_TOLERANCE, rtol=0)
+
+
+def test_a_custom_module_run_exports_only_with_trust(tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(return_X_y=True)
+    run = netfit.fit({"model": {"module": "custom_module:TinyNet", "kwargs": {"inputs": 64}}, "train": {"epochs": 1}},
+                     X, y, out=tmp_path / "runs", progress=None)
+    argv = ["export", str(run.run_dir), "--format", "torchscript", "-o", str(tmp_path / "tiny.pt")]
+    assert main(argv) == 2 and "--trust-module" in capsys.readouterr().err
+    assert not (tmp_path / "tiny.pt").exists()
+    assert main([*argv, "--trust-module"]) == 0
+    assert "checked on 1000 rows of random rows in the training range" in capsys.readouterr().out
+    (_, proba) = run_file(tmp_path / "tiny.pt", "torchscript", X[:7].astype(np.float32))
+    np.testing.assert_allclose(proba, run.model.predict_proba(X[:7]), atol=PROBA_TOLERANCE, rtol=0)
