@@ -11,7 +11,7 @@ import netfit
 from netfit.cli import main
 from netfit.errors import NetfitError
 from netfit.spec import spec_from_dict
-from netfit.tune import tune
+from netfit import tune
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 

@@ -647,7 +647,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 def _tune(args: argparse.Namespace) -> int:
     from .spec import load_spec
-    from .tune import summary_table, tune
+    from .tuning import summary_table, tune
 
     if args.resume is not None and args.study_name is not None:
         raise NetfitError("--name does not apply with --resume: the study keeps its name")
