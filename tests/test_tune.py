@@ -12,6 +12,7 @@ from netfit.cli import main
 from netfit.errors import NetfitError
 from netfit.spec import spec_from_dict
 from netfit import tune
+from netfit.tuning import summary_table
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 
@@ -104,6 +105,18 @@ def test_the_pruner_ends_trials_through_the_epoch_callback(tmp_path):
     for t in result.trials:
         assert netfit.load(t["run_dir"]).metrics["epochs"] == 1  # stopped after epoch 1 of 3
     assert result.best_spec_path is None and not (tmp_path / "s" / "best.toml").exists()
+
+
+def test_a_diverged_trial_fails_alone_and_a_study_where_all_fail_is_refused(tmp_path):
+    spec = small_spec(**{"train.lr": {"choices": [1e-2, 1e9]}})
+    spec["train"]["optimizer"] = "sgd"  # SGD at lr 1e9 reaches inf within the first epoch
+    result = tune(spec, out=tmp_path, study_name="s", progress=None, pruner=optuna.pruners.NopPruner())
+    by_lr = {t["params"]["train.lr"]: t for t in result.trials}
+    assert by_lr[1e9]["state"] == "fail" and "NaN or infinite" in by_lr[1e9]["error"]
+    assert by_lr[1e-2]["state"] == "complete" and result.best_params == {"train.lr": 1e-2}
+    assert "NaN or infinite" in summary_table(result)
+    spec["tune"]["space"] = {"train.lr": {"choices": [1e9]}}
+    assert "every trial failed" in bad(spec, out=tmp_path, trials=2)
 
 
 def test_resume_continues_counting_and_fails_a_trial_left_running(tmp_path):

@@ -114,11 +114,16 @@ def _ends(rng: TuneRange) -> list[Any]:
     return [rng.low, rng.high]
 
 
+def _as_json(rng: TuneRange) -> bool:
+    # Optuna's choices must be scalars: lists (model.hidden) and tables go in as their JSON text.
+    return rng.choices is not None and not all(c is None or isinstance(c, (bool, int, float, str))
+                                               for c in rng.choices)
+
+
 def _suggest(trial: Any, key: str, rng: TuneRange) -> Any:
     if rng.choices is not None:
-        if all(c is None or isinstance(c, (bool, int, float, str)) for c in rng.choices):
+        if not _as_json(rng):
             return trial.suggest_categorical(key, rng.choices)
-        # Optuna's choices must be scalars: lists (model.hidden) and tables go in as their JSON text.
         return json.loads(trial.suggest_categorical(key, [json.dumps(c) for c in rng.choices]))
     if rng.int:
         return trial.suggest_int(key, int(rng.low), int(rng.high), log=rng.log)
@@ -127,8 +132,8 @@ def _suggest(trial: Any, key: str, rng: TuneRange) -> Any:
 
 def _decode(params: dict[str, Any], space: dict[str, TuneRange]) -> dict[str, Any]:
     # The inverse of _suggest's JSON text for list choices, so best.toml holds the real values.
-    return {key: json.loads(value) if isinstance(value, str) and space[key].choices is not None
-            and value not in space[key].choices else value for key, value in params.items()}
+    return {key: json.loads(value) if key in space and _as_json(space[key]) else value
+            for key, value in params.items()}
 
 
 def _import_optuna():
@@ -181,7 +186,9 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
     if storage is None:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
         storage = JournalStorage(JournalFileBackend(str(study_dir / _JOURNAL_FILE)))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # netfit prints its own lines per trial
+    # netfit prints its own lines per trial, and a failed trial's error goes into the summary table,
+    # not as the traceback Optuna would log.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(
         study_name=study_name, storage=storage, load_if_exists=True, direction=direction,
         sampler=optuna.samplers.TPESampler(seed=spec.train.seed),
@@ -193,7 +200,12 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
     def objective(trial) -> float:
         values = {key: _suggest(trial, key, rng) for key, rng in space.items()}
         callback = PruningCallback(trial, metric if metric != "auto" else "val_metric")
-        run = fit(trial_spec(spec, values), out=study_dir / "trials", progress=progress, callbacks=[callback])
+        try:
+            run = fit(trial_spec(spec, values), out=study_dir / "trials", progress=progress, callbacks=[callback])
+        except NetfitError as err:
+            # A diverged trial (lr too high) fails alone; the study goes on (optimize's catch, below).
+            trial.set_user_attr("error", str(err))
+            raise
         trial.set_user_attr("run_dir", str(run.run_dir))
         name = metric if metric != "auto" else metric_name(run.model.task)
         chosen.setdefault("metric", name)
@@ -205,7 +217,12 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     remaining = wanted - len(study.get_trials(deepcopy=False, states=finished))
     if remaining > 0:
-        study.optimize(objective, n_trials=remaining)
+        before = len(study.get_trials(deepcopy=False))
+        study.optimize(objective, n_trials=remaining, catch=(NetfitError,))
+        ran = study.get_trials(deepcopy=False)[before:]
+        if ran and all(t.state == optuna.trial.TrialState.FAIL for t in ran):
+            # Every trial failing is the spec's problem (missing data, say), not bad luck: say it once.
+            raise NetfitError(f"every trial failed; trial {ran[0].number}: {ran[0].user_attrs.get('error', 'failed')}")
     return _summarise(study, spec, space, study_dir, metric, direction, optuna)
 
 
@@ -220,7 +237,8 @@ def _fail_stale(study: Any, optuna: Any) -> None:
 def _summarise(study: Any, spec: Spec, space: dict[str, TuneRange], study_dir: Path, metric: str, direction: str,
                optuna: Any) -> TuneResult:
     rows = [{"number": t.number, "state": t.state.name.lower(), "value": t.value,
-             "params": _decode(t.params, space), "run_dir": t.user_attrs.get("run_dir")}
+             "params": _decode(t.params, space), "run_dir": t.user_attrs.get("run_dir"),
+             "error": t.user_attrs.get("error")}
             for t in study.get_trials(deepcopy=False)]
     named = [t.user_attrs["metric"] for t in study.get_trials(deepcopy=False) if "metric" in t.user_attrs]
     result = TuneResult(study_dir, study.study_name, named[0] if named else metric, direction, rows)
@@ -243,5 +261,6 @@ def summary_table(result: TuneResult) -> str:
         value = "" if r["value"] is None else f"{r['value']:.4f}"
         params = ", ".join(f"{k}={json.dumps(v)}" for k, v in r["params"].items())
         mark = "*" if r["number"] == best_number else " "
-        lines.append(f"{r['number']:>4}{mark}  {r['state']:<8}  {value:>12}  {params}")
+        error = f"  ({r['error']})" if r.get("error") else ""
+        lines.append(f"{r['number']:>4}{mark}  {r['state']:<8}  {value:>12}  {params}{error}")
     return "\n".join(lines)
