@@ -133,6 +133,8 @@ def test_resume_continues_counting_and_fails_a_trial_left_running(tmp_path):
     assert states == ["complete", "complete", "fail", "complete", "complete"]
     assert second.trials[:2] == first.trials  # the earlier trials are kept, not rerun
     assert len(list((study_dir / "trials").iterdir())) == 4
+    other = small_spec(trials=2, **{"train.lr": {"low": 1e-3, "high": 1e-1, "log": True}})
+    assert "differs from the study's" in bad(other, resume=study_dir)
     # Asking for no more than the study holds runs nothing.
     third = tune(spec, trials=4, resume=study_dir, progress=None)
     assert third.trials == second.trials
@@ -174,3 +176,26 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, words):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("netfit: error:") and words in err
+
+
+def test_storage_url_keeps_the_study_in_that_database(tmp_path):
+    # SQLite stands in for the PostgreSQL URL here: the same RDB path through Optuna, no server needed.
+    url = f"sqlite:///{tmp_path / 'studies.db'}"
+    spec = small_spec(trials=2, **{"train.lr": {"low": 1e-3, "high": 3e-2, "log": True}})
+    first = tune(spec, out=tmp_path / "runs", study_name="s", storage=url, progress=None)
+    assert not (first.study_dir / "journal.log").exists()
+    assert len(optuna.load_study(study_name="s", storage=url).trials) == 2
+    second = tune(spec, trials=3, resume=first.study_dir, progress=None)  # the URL is remembered
+    assert len(second.trials) == 3 and len(optuna.load_study(study_name="s", storage=url).trials) == 3
+
+
+def test_a_storage_password_is_not_written_into_the_study_folder(tmp_path):
+    from netfit.tuning import _storage_note
+
+    note = _storage_note("postgresql://tuner:s3cret@db.example:5432/studies")
+    assert note == {"storage": "postgresql://tuner:***@db.example:5432/studies", "storage_password": True}
+    assert _storage_note(None) == {"storage": None, "storage_password": False}
+    study = tmp_path / "s"
+    study.mkdir()
+    (study / "study.json").write_text(json.dumps({"study_name": "s", "space": {}, **note}))
+    assert "pass --storage URL again" in bad(small_spec(), resume=study)

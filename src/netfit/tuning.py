@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .callbacks import Callback, Training
 from .errors import NetfitError
@@ -106,6 +107,19 @@ def _check_space(spec: Spec) -> dict[str, TuneRange]:
     return space
 
 
+def _storage_note(url: str | None) -> dict[str, Any]:
+    # study.json is a plain file next to the runs: a database password never goes into it.
+    parts = urlsplit(url) if url else None
+    if parts is None or parts.password is None:
+        return {"storage": url, "storage_password": False}
+    host = parts.netloc.rpartition("@")[2]
+    return {"storage": urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}")), "storage_password": True}
+
+
+def _space_dict(space: dict[str, TuneRange]) -> dict[str, Any]:
+    return {key: rng.model_dump(mode="json") for key, rng in space.items()}
+
+
 def _ends(rng: TuneRange) -> list[Any]:
     if rng.choices is not None:
         return list(rng.choices)
@@ -171,7 +185,15 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
             raise NetfitError(f"--resume {study_dir}: not a study folder (no {_STUDY_FILE}); give the folder "
                               "`netfit tune` printed")
         saved = json.loads((study_dir / _STUDY_FILE).read_text())
-        study_name, storage = saved["study_name"], storage or saved["storage"]
+        study_name = saved["study_name"]
+        if storage is None and saved.get("storage_password"):
+            raise NetfitError(f"--resume {study_dir}: the study is in {saved['storage']}, whose password is not kept "
+                              "in the study folder; pass --storage URL again")
+        storage = storage or saved["storage"]
+        if saved.get("space") != _space_dict(space):
+            # TPE learns from the earlier trials' params: another space would mix two searches in one study.
+            raise NetfitError(f"--resume {study_dir}: the spec's [tune.space] differs from the study's; resume with "
+                              "the same space, or start a new study")
     else:
         study_name = study_name or f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
         study_dir = Path(out) / study_name
@@ -179,7 +201,8 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
             raise NetfitError(f"study folder {study_dir} exists; continue it with --resume {study_dir}, or choose "
                               "another study name")
         study_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(study_dir / _STUDY_FILE, json.dumps({"study_name": study_name, "storage": storage}).encode())
+        write_atomic(study_dir / _STUDY_FILE, json.dumps({"study_name": study_name, **_storage_note(storage),
+                                                          "space": _space_dict(space)}).encode())
 
     metric = spec.tune.metric
     direction = "minimize" if metric == "val_loss" else "maximize"  # accuracy and R^2: higher is better
