@@ -167,6 +167,7 @@ def test_cli_tune_prints_a_table_or_one_json_object(tmp_path, capsys):
     (["tune", "{spec}", "--trials", "0"], "at least 1"),
     (["tune", "{plain}"], "no [tune] table"),
     (["tune", "{spec}", "--resume", "{tmp}"], "not a study folder"),
+    (["tune", "{spec}", "--name", "../up"], "study name '../up'"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, words):
     spec, plain = tmp_path / "spec.toml", tmp_path / "plain.toml"

@@ -196,6 +196,9 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
                               "the same space, or start a new study")
     else:
         study_name = study_name or f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
+        if not study_name or study_name in (".", "..") or not all(c.isalnum() or c in "-_." for c in study_name):
+            raise NetfitError(f"study name {study_name!r}: it names a folder under --out, so use letters, digits, "
+                              "'-', '_' and '.' only")
         study_dir = Path(out) / study_name
         if (study_dir / _STUDY_FILE).exists():
             raise NetfitError(f"study folder {study_dir} exists; continue it with --resume {study_dir}, or choose "
@@ -218,8 +221,6 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
         pruner=pruner if pruner is not None else optuna.pruners.MedianPruner(n_startup_trials=2))
     _fail_stale(study, optuna)
 
-    chosen: dict[str, str] = {}
-
     def objective(trial) -> float:
         values = {key: _suggest(trial, key, rng) for key, rng in space.items()}
         callback = PruningCallback(trial, metric if metric != "auto" else "val_metric")
@@ -231,7 +232,6 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
             raise
         trial.set_user_attr("run_dir", str(run.run_dir))
         name = metric if metric != "auto" else metric_name(run.model.task)
-        chosen.setdefault("metric", name)
         trial.set_user_attr("metric", name)
         if callback.pruned:
             raise optuna.TrialPruned(f"trial {trial.number} pruned")
