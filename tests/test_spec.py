@@ -106,7 +106,7 @@ def test_starter_spec_validates(tmp_path):
 
 def test_json_schema_is_generated_and_shipped_copy_is_current():
     schema = spec_json_schema()
-    assert set(schema["properties"]) == {"model", "data", "train"}
+    assert set(schema["properties"]) == {"model", "data", "train", "tune"}
     shipped = json.loads((ROOT / "docs" / "spec.schema.json").read_text())
     assert shipped == schema, "docs/spec.schema.json is stale: run `netfit schema -o docs/spec.schema.json`"
 

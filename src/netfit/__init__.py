@@ -11,7 +11,8 @@ from .exporter import export
 from .lr_find import LRFinderResult, lr_find
 from .spec import Spec, load_spec
 from .trained import TrainedModel
+from .tuning import TuneResult, tune
 from .version import __version__
 
 __all__ = ["Spec", "load_spec", "fit", "resume", "load", "build_model", "lr_find", "LRFinderResult", "Run",
-           "TrainedModel", "export", "NetfitError", "TrainingInterrupted", "__version__"]
+           "TrainedModel", "export", "tune", "TuneResult", "NetfitError", "TrainingInterrupted", "__version__"]

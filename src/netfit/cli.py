@@ -136,6 +136,21 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-module", action="store_true",
                    help="import the custom model.module the run names (only for runs you trust)")
 
+    p = sub.add_parser("tune", parents=[common], help="search the spec's [tune.space] with Optuna, one run per trial",
+                       description="Run an Optuna study over the spec's [tune] table; every trial is a run folder "
+                                   "under OUT/STUDY/trials, and the best spec is written to OUT/STUDY/best.toml.")
+    p.add_argument("spec", type=Path, help="TOML spec file with a [tune] table")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec field before the search, e.g. --set train.epochs=5")
+    p.add_argument("--trials", type=int, help="finished trials the study should hold (default: tune.trials)")
+    p.add_argument("--out", type=Path, default=Path("runs"), help="folder that receives the study (default: runs)")
+    p.add_argument("--name", dest="study_name", help="study name and folder name (default: tune-<time>)")
+    p.add_argument("--storage", metavar="URL", help="a database URL for Optuna (default: a journal file in the "
+                                                     "study folder)")
+    p.add_argument("--resume", type=Path, metavar="STUDY_DIR", help="continue the study in STUDY_DIR")
+    p.add_argument("--json", action="store_true", help="print one JSON object (trials, best) on stdout")
+    p.add_argument("--quiet", action="store_true", help="print no per-epoch lines")
+
     p = sub.add_parser("init", parents=[common], help="write an annotated starter spec")
     p.add_argument("path", nargs="?", type=Path, default=Path("netfit.toml"), help="where (default: netfit.toml)")
     p.add_argument("--force", action="store_true", help="replace an existing file")
@@ -630,8 +645,31 @@ def _schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _tune(args: argparse.Namespace) -> int:
+    from .spec import load_spec
+    from .tuning import summary_table, tune
+
+    if args.resume is not None and args.study_name is not None:
+        raise NetfitError("--name does not apply with --resume: the study keeps its name")
+    progress = None if args.quiet else (sys.stderr if args.json else sys.stdout)
+    result = tune(load_spec(args.spec, args.overrides), trials=args.trials, out=args.out, storage=args.storage,
+                  study_name=args.study_name, resume=args.resume, progress=progress)
+    if args.json:
+        print(json.dumps(result.to_dict()))
+    else:
+        print(summary_table(result))
+        if result.best_spec_path is not None:
+            print(f"best {result.metric} {result.best_value:.4f}: trial run {result.best_run_dir}")
+            print(f"saved best spec to {result.best_spec_path}")
+    if result.best_spec_path is None:
+        print("netfit: no trial completed (all pruned or failed), so no best spec was written", file=sys.stderr)
+        return 1
+    return EXIT_OK
+
+
 _COMMANDS = {"train": _train, "evaluate": _evaluate, "predict": _predict, "summary": _summary, "report": _report,
-             "lr-find": _lr_find, "export": _export, "init": _init, "schema": _schema}
+             "lr-find": _lr_find, "export": _export, "init": _init, "schema": _schema,
+             "tune": _tune}
 
 
 # ----------------------------------------------------------------------------- helpers

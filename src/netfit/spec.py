@@ -41,6 +41,8 @@ __all__ = [
     "DataSpec",
     "TrainSpec",
     "EarlyStopping",
+    "TuneSpec",
+    "TuneRange",
     "load_spec",
     "spec_from_dict",
     "apply_overrides",
@@ -514,6 +516,48 @@ class TrainSpec(_Section):
 # ----------------------------------------------------------------------------- spec
 
 
+# ----------------------------------------------------------------------------- tune
+
+
+class TuneRange(_Section):
+    """One searched spec field: a range ``{low, high}`` (``log``, ``int``) or a list of ``choices``."""
+
+    low: float | None = Field(None, description="smallest value of a range")
+    high: float | None = Field(None, description="largest value of a range")
+    log: bool = Field(False, description="sample the range on a log scale (learning rates, weight decay)")
+    int: bool = Field(False, description="sample whole numbers from the range (layers, epochs)")
+    choices: list[Any] | None = Field(None, min_length=1, max_length=10_000,
+                                      description="the values to choose from, instead of a range")
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> "TuneRange":
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.log or self.int:
+                raise ValueError("give either choices or low/high (with log, int), not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high, or choices")
+        if not self.low < self.high:
+            raise ValueError(f"low {self.low:g} must be below high {self.high:g}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low:g}")
+        if self.int and (self.low != round(self.low) or self.high != round(self.high)):
+            raise ValueError("an int range needs whole-number low and high")
+        return self
+
+
+class TuneSpec(_Section):
+    """A hyperparameter search: how many trials, which figure, and the space of spec fields."""
+
+    trials: int = Field(20, ge=1, le=100_000, description="how many trials `netfit tune` runs")
+    metric: Literal["auto", "val_accuracy", "val_r2", "val_loss"] = Field(
+        "auto", description="the validation figure to optimise; auto: the task's (val_accuracy or val_r2, "
+                            "maximised); val_loss is minimised")
+    space: dict[str, TuneRange] = Field(
+        default_factory=dict, max_length=1000,
+        description='dotted spec keys and their ranges: {"train.lr" = {low = 1e-4, high = 1e-2, log = true}}')
+
+
 class Spec(_Section):
     """A whole experiment: ``model``, ``data`` and ``train`` sections.
 
@@ -525,6 +569,15 @@ class Spec(_Section):
     model: ModelSpec = Field(default_factory=ModelSpec, description="the network")
     data: DataSpec = Field(default_factory=DataSpec, description="the examples")
     train: TrainSpec = Field(default_factory=TrainSpec, description="the training recipe")
+    tune: TuneSpec | None = Field(None, description="a hyperparameter search for `netfit tune` (train ignores it)")
+
+    @model_serializer(mode="wrap")
+    def _without_empty_tune(self, handler):
+        # Left out when unset, so specs and runs written before [tune] existed read and compare as before.
+        data = handler(self)
+        if self.tune is None and isinstance(data, dict):
+            data.pop("tune", None)
+        return data
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict that ``Spec.model_validate`` turns back into an equal spec."""
@@ -713,8 +766,12 @@ def _is_union_tag(part: Any) -> bool:
 def _allowed_keys(parent: list[str], raw: dict[str, Any]) -> list[str]:
     model: type[BaseModel] = Spec
     node: Any = raw
+    keyed = False  # the part before was a dict of tables (tune.space): this part is a user's key
     for part in parent:
         node = node.get(part) if isinstance(node, dict) else None
+        if keyed:
+            keyed = False
+            continue
         field = model.model_fields.get(part)
         if field is None:
             return []
@@ -723,6 +780,8 @@ def _allowed_keys(parent: list[str], raw: dict[str, Any]) -> list[str]:
         if choice is not None:
             model = choice
             continue
+        if getattr(ann, "__origin__", None) is dict:
+            ann, keyed = ann.__args__[1], True
         for candidate in getattr(ann, "__args__", (ann,)):
             if isinstance(candidate, type) and issubclass(candidate, BaseModel):
                 model = candidate
@@ -769,14 +828,19 @@ def _dict_to_toml(spec: dict[str, Any]) -> str:
         tables = {k: v for k, v in table.items() if isinstance(v, dict)}
         if scalars or not tables:
             lines.append(f"[{prefix}]")
-            lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
+            lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in scalars.items())
             lines.append("")
         for k, v in tables.items():
-            emit(f"{prefix}.{k}", v)
+            emit(f"{prefix}.{_toml_key(k)}", v)
 
     for section, table in spec.items():
         emit(section, table)
     return "\n".join(lines)
+
+
+def _toml_key(key: str) -> str:
+    # A key with a dot ("train.lr" of tune.space) or other non-bare characters is quoted, else TOML nests it.
+    return key if key and all(c.isalnum() or c in "-_" for c in key) and key.isascii() else json.dumps(key)
 
 
 def _toml_value(value: Any) -> str:
