@@ -698,13 +698,9 @@ def _check_output_path(path: Path, force: bool) -> None:
 
 def _write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename: the old file survives any failure."""
-    from .storage import write_atomic
+    from .storage import save_file
 
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, text.encode("utf-8"))
-    except OSError as err:
-        raise NetfitError(f"cannot write {path} ({err.strerror or err}); choose a writable folder") from None
+    save_file(path, text.encode("utf-8"))
 
 
 _SHOWN = ("test_accuracy", "val_accuracy", "test_macro_f1", "test_r2", "test_rmse", "test_mae", "val_r2",

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .errors import NetfitError
+from .storage import save_file
 from .trained import TrainedModel
 from .version import __version__
 
@@ -137,7 +138,7 @@ def export(run: str | Path | TrainedModel, format: str, path: str | Path, *, for
     wrapper = RawRowsNetwork(model).eval()
     metadata = _metadata(model)
     data = _onnx_bytes(wrapper, model, metadata) if format == "onnx" else _torchscript_bytes(wrapper, model, metadata)
-    _write(path, data)
+    save_file(path, data)
     try:
         difference = _check(path, format, model, check_rows)
     except BaseException:
@@ -254,16 +255,6 @@ def _torchscript_bytes(wrapper: RawRowsNetwork, model: TrainedModel, metadata: d
         buffer = io.BytesIO()
         torch.jit.save(traced, buffer, _extra_files={"netfit.json": json.dumps(metadata)})
     return buffer.getvalue()
-
-
-def _write(path: Path, data: bytes) -> None:
-    from .storage import write_atomic
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, data)
-    except OSError as err:
-        raise NetfitError(f"cannot write {path} ({err.strerror or err}); choose a writable folder") from None
 
 
 def run_file(path: Path, format: str, rows: np.ndarray) -> list[np.ndarray]:

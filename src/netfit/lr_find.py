@@ -135,7 +135,7 @@ class LRFinderResult:
         """
         from matplotlib.figure import Figure
 
-        from .storage import write_atomic
+        from .storage import save_file
 
         kind = plot_format(path)
 
@@ -165,12 +165,7 @@ class LRFinderResult:
         axes.legend(fontsize="small")
         buffer = io.BytesIO()
         figure.savefig(buffer, format=kind, dpi=100)
-        target = Path(path).expanduser()
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_atomic(target, buffer.getvalue())
-        except OSError as err:
-            raise NetfitError(f"cannot write {path} ({err.strerror or err}); choose a writable folder") from None
+        save_file(Path(path).expanduser(), buffer.getvalue())
 
 
 PLOT_FORMATS = ("png", "svg", "pdf")

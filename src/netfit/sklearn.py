@@ -25,7 +25,7 @@ from .api import fit as netfit_fit
 from .errors import NetfitError
 from .model import build_network, load_weights
 from .preparation import Preparation
-from .spec import MAX_SEED, Spec, spec_from_dict
+from .spec import Spec, spec_from_dict
 from .trained import TrainedModel
 
 __all__ = ["NetfitClassifier", "NetfitRegressor", "InvalidParameterError"]

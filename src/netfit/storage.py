@@ -125,6 +125,16 @@ def write_atomic(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def save_file(path: Path, data: bytes) -> None:
+    """A file the user asked for (``-o``, ``--apply``, an export): its folder made, written atomically,
+    or one line naming the path when that cannot be done."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, data)
+    except OSError as err:
+        raise NetfitError(f"cannot write {path} ({err.strerror or err}); choose a writable folder") from None
+
+
 def write_durably(path: Path, data: bytes) -> None:
     """Write a new file and flush it to disk (inside a staging folder that is renamed into place whole)."""
     with open(path, "wb") as f:
