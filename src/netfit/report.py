@@ -7,8 +7,7 @@ rows are images, and ROC and precision-recall curves for two classes; or, for a 
 predicted against actual and the residuals, in the targets' units); and the spec, the data, the
 parameter count, the environment and where the files are.
 
-The page is self-contained: figures are PNG files embedded as base64, the CSS is inline, there
-is no script and nothing is fetched, so it opens anywhere, offline, and can be mailed as one file.
+The page is self-contained (see :mod:`netfit.htmlpage`): it opens anywhere, offline.
 A run folder is untrusted data: the run is read only through ``read_run`` and ``load``, which
 verify every file, and every string from it is escaped before it enters the page.
 ``report.html`` is not listed in ``run.json``: it is derived from the listed files, can be
@@ -17,9 +16,7 @@ rebuilt at any time (``netfit report RUN``), and writing it never touches them.
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 import math
 from dataclasses import dataclass
@@ -30,6 +27,8 @@ import numpy as np
 
 from .errors import NetfitError
 from .evaluation import Predictions, TestPartUnavailable, load_test_part, predict_rows, predict_split
+# Short names: nearly every line of the page below escapes a value or embeds a figure.
+from .htmlpage import escape as _e, figure as _figure, kv_table as _pairs, page, table as _table
 from .rundir import INFO, METRICS, WEIGHTS, RunFiles, read_run
 from .storage import read_verified, write_atomic
 
@@ -75,10 +74,10 @@ def write_report(run_dir: str | Path, model=None, rows: Any = None, *, output: s
     predictions, parts = None, {}
     if model is not None:
         predictions, parts, missing = _predictions(model, rows, data_dir)
-    page = _render(files, history, model, predictions, missing, parts)
+    text = _render(files, history, model, predictions, missing, parts)
     target = Path(output).expanduser() if output is not None else run_dir / REPORT
     try:
-        write_atomic(target, page.encode("utf-8"))
+        write_atomic(target, text.encode("utf-8"))
     except OSError as err:
         raise NetfitError(f"cannot write {target} ({err.strerror or err}); choose a writable file with -o FILE") \
             from None
@@ -141,29 +140,6 @@ def _predictions(model, rows: Any, data_dir: str | Path | None) -> tuple[Predict
 # ----------------------------------------------------------------------------- the page
 
 
-def _e(value: Any) -> str:
-    """Text for the page: everything from a run folder is escaped, quotes included (it lands in attributes)."""
-    return html.escape(str(value), quote=True)
-
-
-def _figure(name: str, png, alt: str) -> str:
-    data = base64.b64encode(png.data).decode("ascii")
-    return (f'<figure><img id="fig-{name}" class="plot" width="{png.width}" height="{png.height}" alt="{_e(alt)}" '
-            f'src="data:image/png;base64,{data}"></figure>')
-
-
-def _table(header: list[str], rows: list[list[Any]], numeric_from: int = 1) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f'<td{" class=num" if j >= numeric_from else ""}>{cell}</td>'
-                                    for j, cell in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _pairs(items: list[tuple[str, Any]]) -> str:
-    """A two-column table of names and values (values already escaped)."""
-    return "<table class=kv>" + "".join(f"<tr><th>{_e(k)}</th><td>{v}</td></tr>" for k, v in items) + "</table>"
-
-
 def _render(files: RunFiles, history: _History, model, predictions: Predictions | None, missing: str | None,
             parts: dict[str, int]) -> str:
     from . import plots
@@ -177,31 +153,9 @@ def _render(files: RunFiles, history: _History, model, predictions: Predictions 
                         else _regression(predictions, prep, plots))
     sections += [_model_section(files, model), _data_section(files, parts), _environment(info),
                  _files_section(files)]
-    return (f"<!DOCTYPE html>\n<html lang=en><head><meta charset=utf-8><title>{_e(title)}</title>"
-            f"<meta name=viewport content='width=device-width'><style>{_CSS}</style></head>"
-            f"<body><main>{''.join(sections)}</main></body></html>\n")
+    return page(title, sections)
 
 
-_CSS = """
-body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d2330;background:#f4f5f8}
-main{max-width:1040px;margin:0 auto;padding:20px 24px 48px}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:0 0 12px}h3{font-size:14px;margin:18px 0 8px}
-section{background:#fff;border:1px solid #dde1e8;border-radius:8px;padding:16px 20px;margin:0 0 16px}
-.sub{color:#5b6475;margin:0 0 12px}
-.note{background:#fff6dd;border:1px solid #f0d98a;border-radius:6px;padding:8px 12px;margin:12px 0 0}
-.tiles{display:flex;flex-wrap:wrap;gap:10px}
-.tile{border:1px solid #dde1e8;border-radius:6px;padding:8px 14px;min-width:110px}
-.tile b{display:block;font-size:20px}.tile span{color:#5b6475;font-size:12px}
-.figs{display:flex;flex-wrap:wrap;gap:12px}
-figure{margin:0}img.plot{display:block;max-width:100%;height:auto;border:1px solid #eef0f4}
-table{border-collapse:collapse;margin:4px 0 8px;font-size:13px}
-th,td{padding:3px 10px;border-bottom:1px solid #eef0f4;text-align:left;vertical-align:top}
-td.num{text-align:right;font-variant-numeric:tabular-nums}
-table.kv th{color:#5b6475;font-weight:normal;padding-left:0}
-.bar{display:inline-block;height:8px;background:#4c8bd6;border-radius:2px;margin-right:6px;vertical-align:middle}
-pre{background:#f7f8fa;border:1px solid #eef0f4;border-radius:6px;padding:10px 12px;overflow:auto;font-size:12px}
-code{font-size:12px}
-"""
 
 
 def _header(files: RunFiles, history: _History, model, missing: str | None) -> str:
