@@ -16,9 +16,10 @@ import numpy as np
 from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 __all__ = ["DPI", "Png", "line_plot", "bar_plot", "confusion_plot", "image_grid", "roc_plot", "pr_plot",
-           "scatter_plots", "residual_plots"]
+           "scatter_plots", "residual_plots", "search_plot", "trial_curves_plot", "parameter_plots", "Parameter"]
 
 # 80 dpi keeps a 6-inch figure at 480 pixels: sharp on a page 1,000 pixels wide and about 20-40 kB
 # a figure, so a report of a dozen figures stays well under a megabyte.
@@ -51,7 +52,7 @@ def _png(figure: Figure) -> Png:
 
 
 def line_plot(x: Sequence[float], series: dict[str, Sequence[float]], title: str, ylabel: str,
-              log_y: bool = False, kept_epoch: int | None = None) -> Png:
+              kept_epoch: int | None = None) -> Png:
     """Lines of y against epochs, one per named series; NaN entries (no value that epoch) are gaps.
 
     ``kept_epoch``: the epoch whose weights the run kept (early stopping restored it), marked by a line.
@@ -64,8 +65,6 @@ def line_plot(x: Sequence[float], series: dict[str, Sequence[float]], title: str
             axes.plot(x, values, marker="o", markersize=3, color=color, label=name)
         if kept_epoch is not None:
             axes.axvline(kept_epoch, color="grey", linestyle=":", linewidth=1.2, label=f"kept: epoch {kept_epoch}")
-        if log_y:
-            axes.set_yscale("log")
         axes.set(title=title, xlabel="epoch", ylabel=ylabel)
         axes.xaxis.get_major_locator().set_params(integer=True)
         if len(series) > 1 or kept_epoch is not None:
@@ -175,6 +174,98 @@ def residual_plots(truth: np.ndarray, predicted: np.ndarray, names: list[str]) -
             axes.scatter(predicted[:, k], truth[:, k] - predicted[:, k], s=8, alpha=0.5, color=_VAL,
                          edgecolors="none")
             axes.set(title=f"{_short(name)}: residuals", xlabel="predicted", ylabel="actual - predicted")
+        return _png(figure)
+
+
+def search_plot(numbers: Sequence[int], values: Sequence[float], states: Sequence[str], metric: str,
+                maximize: bool) -> Png:
+    """A study's trials in the order they started: each trial's figure and the best so far.
+
+    ``values``: the completed trials' figure, or a pruned trial's last reported one (NaN when a
+    trial has none, as a failed trial); ``states``: "complete", "pruned", "fail", ...
+    """
+    numbers, values = np.asarray(numbers), np.asarray(values, dtype=np.float64)
+    complete = np.array([s == "complete" for s in states])
+    pruned = np.array([s == "pruned" for s in states])
+    with rc_context(_STYLE):
+        figure = _figure(6, 3.6)
+        axes = figure.add_subplot()
+        axes.scatter(numbers[complete], values[complete], s=22, color=_TRAIN, label="completed", zorder=3)
+        axes.scatter(numbers[pruned], values[pruned], s=22, marker="x", color=_VAL,
+                     label="pruned (last epoch reported)", zorder=3)
+        # The best so far counts completed trials only: a pruned trial's figure is from an unfinished run.
+        best, line = np.nan, []
+        for value, done in zip(values, complete):
+            if done and (np.isnan(best) or (value > best if maximize else value < best)):
+                best = value
+            line.append(best)
+        axes.step(numbers, line, where="post", color=_ACCENT, label="best so far")
+        failed = ~complete & ~pruned
+        for number in numbers[failed]:
+            axes.axvline(number, color="#d62728", alpha=0.25, linewidth=3)
+        if failed.any():
+            axes.plot([], [], color="#d62728", alpha=0.25, linewidth=3, label="failed")
+        axes.set(title="The search, trial by trial", xlabel="trial", ylabel=metric)
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.legend(fontsize=8)
+        return _png(figure)
+
+
+def trial_curves_plot(curves: Sequence[tuple[int, np.ndarray, np.ndarray]], best: int | None, metric: str) -> Png:
+    """Every trial's validation figure per epoch (trial number, epochs, values); the best trial drawn on top."""
+    with rc_context(_STYLE):
+        figure = _figure(6, 3.6)
+        axes = figure.add_subplot()
+        for number, epochs, values in curves:
+            if number != best:  # markers too: a trial pruned after one epoch is a single point
+                axes.plot(epochs, values, color="grey", alpha=0.45, linewidth=1, marker="o", markersize=2)
+        for number, epochs, values in curves:
+            if number == best:
+                axes.plot(epochs, values, color=_TRAIN, linewidth=2, marker="o", markersize=3,
+                          label=f"best: trial {number}")
+        axes.plot([], [], color="grey", alpha=0.45, label="other trials (a pruned one stops early)")
+        axes.set(title="Validation curves of every trial", xlabel="epoch", ylabel=metric)
+        axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.legend(fontsize=8)
+        return _png(figure)
+
+
+class Parameter(NamedTuple):
+    """One searched spec field: the value each trial drew, and how to lay the axis out."""
+
+    name: str
+    values: list  # numbers for a range; for choices, the choice each trial drew as text
+    log: bool
+    choices: list[str] | None  # the choices' labels in the spec's order, or None for a range
+
+
+def parameter_plots(parameters: Sequence[Parameter], figures: Sequence[float], states: Sequence[str],
+                    metric: str) -> Png:
+    """The trials' figure against each searched field, one panel per field, three to a row."""
+    columns = min(3, len(parameters))
+    rows = -(-len(parameters) // columns)
+    figures = np.asarray(figures, dtype=np.float64)
+    complete = np.array([s == "complete" for s in states])
+    with rc_context(_STYLE):
+        figure = _figure(3.4 * columns, 2.9 * rows)
+        for k, parameter in enumerate(parameters):
+            axes = figure.add_subplot(rows, columns, k + 1)
+            if parameter.choices is not None:
+                position = {label: i for i, label in enumerate(parameter.choices)}
+                x = np.array([position.get(v, np.nan) for v in parameter.values], dtype=np.float64)
+                axes.set_xticks(range(len(parameter.choices)), [_short(c, 14) for c in parameter.choices],
+                                rotation=30 if max(map(len, parameter.choices)) > 6 else 0)
+                axes.set_xlim(-0.5, len(parameter.choices) - 0.5)
+            else:
+                x = np.array([np.nan if v is None else float(v) for v in parameter.values], dtype=np.float64)
+                if parameter.log:
+                    axes.set_xscale("log")
+                    # The log formatter writes TeX ($10^{-3}$), which this style draws as written: plain numbers.
+                    axes.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+                    axes.xaxis.set_minor_formatter(NullFormatter())
+            axes.scatter(x[complete], figures[complete], s=16, color=_TRAIN)
+            axes.scatter(x[~complete], figures[~complete], s=16, marker="x", color=_VAL)
+            axes.set(title=_short(parameter.name, 32), ylabel=metric if k % columns == 0 else None)
         return _png(figure)
 
 

@@ -32,7 +32,7 @@ from .htmlpage import escape as _e, figure as _figure, kv_table as _pairs, page,
 from .rundir import INFO, METRICS, WEIGHTS, RunFiles, read_run
 from .storage import read_verified, write_atomic
 
-__all__ = ["REPORT", "write_report"]
+__all__ = ["REPORT", "write_report", "Curves", "read_curves"]
 
 REPORT = "report.html"
 _MISTAKES = 16  # worst mistakes shown: two rows of pictures
@@ -42,7 +42,7 @@ _TARGETS = 4  # regression targets drawn at most, side by side
 
 
 @dataclass
-class _History:
+class Curves:
     epoch: np.ndarray
     train_loss: np.ndarray
     val_loss: np.ndarray  # NaN where there was no validation part
@@ -67,7 +67,7 @@ def write_report(run_dir: str | Path, model=None, rows: Any = None, *, output: s
     """
     run_dir = Path(run_dir)
     files = read_run(run_dir)
-    history = _read_history(files)
+    history = read_curves(files)
     missing = None
     if model is None:
         model, missing = _load(files, trust_module)
@@ -87,7 +87,7 @@ def write_report(run_dir: str | Path, model=None, rows: Any = None, *, output: s
 # ----------------------------------------------------------------------------- reading the run
 
 
-def _read_history(files: RunFiles) -> _History:
+def read_curves(files: RunFiles) -> Curves:
     """metrics.csv, its bytes checked against run.json's record of them before they are parsed."""
     source = files.path / METRICS
     data = read_verified(source, files.info["files"][METRICS], files.path / INFO)
@@ -100,7 +100,7 @@ def _read_history(files: RunFiles) -> _History:
                            dtype=np.float64).reshape(len(body), 6).T
     except (ValueError, IndexError, UnicodeDecodeError) as err:
         raise NetfitError(f"{source} cannot be read ({err}); the run folder was damaged: train it again") from None
-    return _History(columns[0].astype(int), columns[1], columns[2], columns[3], header[3], columns[4], columns[5])
+    return Curves(columns[0].astype(int), columns[1], columns[2], columns[3], header[3], columns[4], columns[5])
 
 
 def _load(files: RunFiles, trust_module: bool):
@@ -140,7 +140,7 @@ def _predictions(model, rows: Any, data_dir: str | Path | None) -> tuple[Predict
 # ----------------------------------------------------------------------------- the page
 
 
-def _render(files: RunFiles, history: _History, model, predictions: Predictions | None, missing: str | None,
+def _render(files: RunFiles, history: Curves, model, predictions: Predictions | None, missing: str | None,
             parts: dict[str, int]) -> str:
     from . import plots
 
@@ -158,7 +158,7 @@ def _render(files: RunFiles, history: _History, model, predictions: Predictions 
 
 
 
-def _header(files: RunFiles, history: _History, model, missing: str | None) -> str:
+def _header(files: RunFiles, history: Curves, model, missing: str | None) -> str:
     prep, metrics = files.preparation, files.metrics
     shown = [("test_accuracy", "test accuracy"), ("test_macro_f1", "test macro F1"), ("val_accuracy", "val accuracy"),
              ("test_r2", "test R²"), ("test_rmse", "test RMSE"), ("test_mae", "test MAE"), ("val_r2", "val R²")]
@@ -182,7 +182,7 @@ def _kept_epoch(files: RunFiles) -> int | None:
     return best if restored and best != training["epochs_run"] else None
 
 
-def _training(history: _History, plots, kept: int | None) -> str:
+def _training(history: Curves, plots, kept: int | None) -> str:
     if len(history.epoch) == 0:
         return "<section><h2>Training</h2><p>metrics.csv holds no epochs.</p></section>"
     x = history.epoch

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 from .callbacks import Callback, Training
 from .errors import NetfitError
 from .history import EpochRecord, metric_name
-from .progress import ProgressTarget
+from .progress import Progress, ProgressTarget
 from .spec import Spec, TuneRange, apply_overrides, spec_from_dict, with_absolute_paths
 from .storage import write_atomic
 
@@ -45,13 +45,15 @@ class TuneResult:
     best_params: dict[str, Any] | None = None
     best_run_dir: Path | None = None
     best_spec_path: Path | None = None  # None when no trial completed
+    report_path: Path | None = None  # STUDY/report.html, once written
 
     def to_dict(self) -> dict[str, Any]:
         return {"study_dir": str(self.study_dir), "study_name": self.study_name, "metric": self.metric,
                 "direction": self.direction, "trials": self.trials, "best_value": self.best_value,
                 "best_params": self.best_params,
                 "best_run_dir": None if self.best_run_dir is None else str(self.best_run_dir),
-                "best_spec": None if self.best_spec_path is None else str(self.best_spec_path)}
+                "best_spec": None if self.best_spec_path is None else str(self.best_spec_path),
+                "report": None if self.report_path is None else str(self.report_path)}
 
 
 class PruningCallback(Callback):
@@ -246,7 +248,20 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
         if ran and all(t.state == optuna.trial.TrialState.FAIL for t in ran):
             # Every trial failing is the spec's problem (missing data, say), not bad luck: say it once.
             raise NetfitError(f"every trial failed; trial {ran[0].number}: {ran[0].user_attrs.get('error', 'failed')}")
-    return _summarise(study, spec, space, study_dir, metric, direction, optuna)
+    result = _summarise(study, spec, space, study_dir, metric, direction, optuna)
+    _write_study_report(result, space, Progress(progress))
+    return result
+
+
+def _write_study_report(result: TuneResult, space: dict[str, TuneRange], reporter: Progress) -> None:
+    from .tune_report import write_study_report
+
+    # The trials and best.toml are saved by now: a page that cannot be drawn costs the page, not the study.
+    try:
+        result.report_path = write_study_report(result.to_dict(), _space_dict(space))
+        reporter.note(f"netfit: study report: {result.report_path}")
+    except NetfitError as err:
+        reporter.note(f"netfit: warning: the study is saved, but its report was not written ({err})")
 
 
 def _fail_stale(study: Any, optuna: Any) -> None:
