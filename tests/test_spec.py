@@ -127,3 +127,12 @@ def test_paths_and_betas_still_come_as_text_and_lists():
     spec = spec_from_dict({"data": {"path": "x.csv"}, "train": {"optimizer": {"name": "adam", "betas": [0.5, 0.9]},
                                                               "lr": 1}})
     assert str(spec.data.path) == "x.csv" and spec.train.optimizer.betas == (0.5, 0.9) and spec.train.lr == 1.0
+
+
+@pytest.mark.parametrize("value", [3e-4, 64, True, "cosine", [512, 256], {"name": "cosine", "warmup_epochs": 0.5},
+                                   {"name": "cross_entropy", "label_smoothing": 0.1}])
+def test_toml_value_reads_back_through_set_as_the_same_value(value):
+    # netfit tune writes each trial's values into the spec this way, tables (train.schedule) included.
+    from netfit.spec import apply_overrides, toml_value
+
+    assert apply_overrides({"train": {}}, [f"train.x={toml_value(value)}"])["train"]["x"] == value

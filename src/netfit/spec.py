@@ -31,6 +31,7 @@ from .files import read_regular
 from .registry import nearest
 
 __all__ = [
+    "toml_value",
     "Spec",
     "MissingSpec",
     "CategoricalSpec",
@@ -828,7 +829,7 @@ def _dict_to_toml(spec: dict[str, Any]) -> str:
         tables = {k: v for k, v in table.items() if isinstance(v, dict)}
         if scalars or not tables:
             lines.append(f"[{prefix}]")
-            lines.extend(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in scalars.items())
+            lines.extend(f"{_toml_key(k)} = {toml_value(v)}" for k, v in scalars.items())
             lines.append("")
         for k, v in tables.items():
             emit(f"{prefix}.{_toml_key(k)}", v)
@@ -843,11 +844,14 @@ def _toml_key(key: str) -> str:
     return key if key and all(c.isalnum() or c in "-_" for c in key) and key.isascii() else json.dumps(key)
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """``value`` as a TOML value: what ``--set key=VALUE`` reads back as the same value (tables inline)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items() if v is not None) + "}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return json.dumps(str(value))

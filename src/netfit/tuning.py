@@ -23,7 +23,7 @@ from .callbacks import Callback, Training
 from .errors import NetfitError
 from .history import EpochRecord, metric_name
 from .progress import Progress, ProgressTarget
-from .spec import Spec, TuneRange, apply_overrides, spec_from_dict, with_absolute_paths
+from .spec import Spec, TuneRange, apply_overrides, spec_from_dict, toml_value, with_absolute_paths
 from .storage import write_atomic
 
 __all__ = ["tune", "TuneResult", "PruningCallback", "trial_spec"]
@@ -81,7 +81,7 @@ def trial_spec(spec: Spec, values: dict[str, Any]) -> Spec:
     raw = spec.to_dict()
     raw.pop("tune", None)
     # The same path as --set, so a key means here exactly what it means on the command line.
-    overrides = [f"{key}={json.dumps(value)}" for key, value in values.items()]
+    overrides = [f"{key}={toml_value(value)}" for key, value in values.items()]
     return spec_from_dict(apply_overrides(raw, overrides), source="tune")
 
 
