@@ -33,7 +33,7 @@ from .history import EpochRecord, History
 from .step import steps_per_epoch
 from .train import evaluate_split, fit_network
 from .loading import custom_module, load
-from .start import as_spec, resolve_device, resolve_precision, start_training
+from .start import as_spec, precision_label, resolve_device, resolve_precision, start_training
 from .trained import TrainedModel
 
 __all__ = ["Run", "fit", "resume", "load", "build_model", "as_spec", "resolve_device", "resolve_precision"]
@@ -211,7 +211,7 @@ def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | Non
     reporter.note(f"netfit: {prep.task} ({prep.task_reason}) on {prep.dataset}: {len(data.train)} train, "
                   f"{len(data.val) if data.val else 0} val, {len(data.test) if data.test else 0} test rows; "
                   f"{count_parameters(network):,} parameters on {device} ({engine}, "
-                  f"{'fp32' if autocast_dtype is None else str(autocast_dtype).removeprefix('torch.')})")
+                  f"{precision_label(spec.train.precision, autocast_dtype, device)})")
     if prep.encoder is not None:
         reporter.note(f"netfit: columns: {prep.encoder.describe()}")
     if checkpoint is not None:

@@ -474,7 +474,8 @@ class TrainSpec(_Section):
     engine: Literal["auto", "eager", "graph", "compile"] = Field(
         "auto", description="how steps run: eager, graph (CUDA graph replay), compile (torch.compile); auto picks")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="compute precision of forward and backward (auto = bf16 on CUDA that has it, else fp32)")
+        "auto", description="compute precision of forward and backward "
+                            "(auto = bf16 on CUDA and on CPUs with native bf16, else fp32)")
     checkpoint_every: int = Field(
         1, ge=0, description="write a resumable checkpoint every N epochs (0 = only at the end); runs saved with out only")
     keep_checkpoints: int = Field(3, gt=0, description="how many of the latest checkpoints to keep (the best is kept apart)")
