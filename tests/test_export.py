@@ -170,7 +170,7 @@ def file_metadata(path: Path, format: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def tables():
+def tables(tmp_path_factory):
     """Mixed-column tables from scikit-learn's wine and diabetes, with missing cells, and a run on each.
 
     wine (classification, text labels): numbers with missing cells (imputed), a binned alcohol
@@ -200,9 +200,9 @@ def tables():
         "bands": ({"data": imputing, "model": {"hidden": [8]}, "train": {"epochs": 5}},
                   {"alcohol_band": w["alcohol_band"], "hue": w["hue"]}, labels),
     }
-    found = {}
+    found, out = {}, tmp_path_factory.mktemp("tables")
     for name, (spec, columns, y) in specs.items():
-        run = netfit.fit(spec, pa.table(columns), y, out=None, progress=None)
+        run = netfit.fit(spec, pa.table(columns), y, out=out, progress=None)
         check = dict(columns)
         check[list(columns)[-1]] = np.where(np.arange(len(y)) % 11 == 0, "never seen", columns[list(columns)[-1]])
         if name != "diabetes":  # a run that refuses missing cells is checked on rows netfit reads
@@ -322,6 +322,35 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(runs, tmp_path, capsys):
         assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
     assert existing.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["narrow.npy", "there.onnx"]
+
+
+def test_cli_rows_from_csv_and_parquet_are_read_as_predict_reads_them(runs, tables, tmp_path, capsys):
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    model, check = tables["wine"]
+    # Reordered, with a column the run does not use: matched by name, as netfit predict matches them.
+    shuffled = check.select(list(reversed(check.column_names))).append_column("comment", check["hue"])
+    pyarrow.parquet.write_table(shuffled, tmp_path / "rows.parquet")
+    pyarrow.csv.write_csv(shuffled, tmp_path / "rows.csv")
+    for name in ("rows.parquet", "rows.csv"):
+        argv = ["export", str(model.run_dir), "--format", "onnx", "-o", str(tmp_path / "w.onnx"), "--force",
+                "--rows", str(tmp_path / name)]
+        assert main(argv) == 0, name
+        captured = capsys.readouterr()
+        assert f"checked on {check.num_rows} rows of the rows given: same labels" in captured.out
+        assert "ignoring 1 column the model does not use: comment" in captured.err
+
+    diabetes = raw_test_rows(runs["diabetes"])
+    names = json.loads((runs["diabetes"] / "run.json").read_text())["preparation"]["feature_names"]
+    columns = {n: diabetes[:, i] for i, n in enumerate(names) if n != "bmi"}
+    pyarrow.csv.write_csv(pyarrow.table(columns), tmp_path / "no_bmi.csv")
+    argv = ["export", str(runs["diabetes"]), "--format", "pt2", "-o", str(tmp_path / "d.pt2"), "--rows",
+            str(tmp_path / "no_bmi.csv")]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "'bmi'" in captured.err and captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert not (tmp_path / "d.pt2").exists()
 
 
 def test_the_readme_snippet_loads_the_weights_in_plain_pytorch(runs):
