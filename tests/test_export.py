@@ -353,6 +353,55 @@ def test_cli_rows_from_csv_and_parquet_are_read_as_predict_reads_them(runs, tabl
     assert not (tmp_path / "d.pt2").exists()
 
 
+CSV_DECIMALS = 6  # netfit predict --proba writes probabilities as f"{p:.6f}"
+
+
+def test_exports_reproduce_netfit_predict_through_the_cli(tables, tmp_path, capsys):
+    """The issue's acceptance: train from CSV, predict to CSV, export, run each file on the same raw CSV rows."""
+    import csv
+
+    import pyarrow.csv
+    from sklearn.datasets import load_diabetes, load_wine
+
+    _, wine = tables["wine"]
+    _, diabetes = tables["diabetes"]
+    cases = {"wine": (wine.append_column("label", pyarrow.array(np.array(load_wine().target_names)[
+                          load_wine().target])), ["--set", "data.missing.numeric=impute", "--set",
+                                                  "data.missing.categorical=impute"]),
+             "diabetes": (diabetes.append_column("label", pyarrow.array(load_diabetes().target)),
+                          ["--set", "train.task=regression"])}
+    for name, (table, options) in cases.items():
+        data = tmp_path / f"{name}.csv"
+        pyarrow.csv.write_csv(table, data)  # missing cells are empty, unseen values plain text
+        assert main(["train", "--set", f"data.path={data}", "--set", "data.target=label", "--set",
+                     "data.test_fraction=0.2", "--set", "model.hidden=[16]", "--set", "train.epochs=5", *options,
+                     "--out", str(tmp_path / "runs"), "--json", "--quiet"]) == 0
+        run_dir = Path(json.loads(capsys.readouterr().out)["run_dir"])
+        classes = json.loads((run_dir / "run.json").read_text())["preparation"]["classes"]
+        predicted = tmp_path / f"{name}-preds.csv"
+        assert main(["predict", str(run_dir), str(data), "-o", str(predicted),
+                     *(["--proba"] if classes else [])]) == 0
+        with open(predicted, newline="") as f:
+            header, *lines = list(csv.reader(f))
+        raw = pyarrow.csv.read_csv(data, convert_options=pyarrow.csv.ConvertOptions(strings_can_be_null=True))
+        assert len(lines) == raw.num_rows == table.num_rows
+        for format in FORMATS:
+            target = tmp_path / f"{name}{netfit.exporter.FORMATS[format]}"
+            assert main(["export", str(run_dir), "--format", format, "-o", str(target)]) == 0
+            assert "of the run's test part" in capsys.readouterr().out
+            inputs = json.loads(file_metadata(target, format)["netfit.inputs"])
+            outputs = run_file(target, format, readme_file_inputs()(raw, inputs))
+            if classes is None:  # float32 values are written at their own precision: no rounding to allow for
+                written = np.array([float(line[0]) for line in lines])
+                np.testing.assert_allclose(outputs[0][:, 0], written, rtol=VALUE_TOLERANCE, atol=VALUE_TOLERANCE)
+                continue
+            labels = np.array(classes)[outputs[1].argmax(axis=1)]
+            assert labels.tolist() == [line[0] for line in lines]  # every row
+            written = np.array([[float(v) for v in line[1:]] for line in lines])
+            assert header[1:] == [f"proba_{c}" for c in classes]
+            np.testing.assert_allclose(outputs[1], written, atol=PROBA_TOLERANCE + 0.5 * 10 ** -CSV_DECIMALS, rtol=0)
+
+
 def test_the_readme_snippet_loads_the_weights_in_plain_pytorch(runs):
     section = README.read_text().split("### Loading the weights in plain PyTorch, without netfit", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]

@@ -318,7 +318,8 @@ def _inputs_contract(model: TrainedModel) -> dict[str, Any]:
 def _metadata(model: TrainedModel) -> dict[str, str]:
     prep = model.preparation
     features = prep.feature_names or [f"f{i}" for i in range(prep.input_size)]
-    return {"netfit.version": __version__, "netfit.task": prep.task, "netfit.inputs": json.dumps(_inputs_contract(model)),
+    return {"netfit.version": __version__, "netfit.task": prep.task,
+            "netfit.inputs": json.dumps(_inputs_contract(model)),
             "netfit.outputs": json.dumps(_OUTPUTS[prep.task]), "netfit.feature_names": json.dumps(features),
             "netfit.classes": json.dumps(prep.classes), "netfit.target_names": json.dumps(prep.target_names)}
 
