@@ -245,6 +245,18 @@ def test_categorical_columns_are_one_hot_encoded_in_the_graph(tables, tmp_path, 
     assert (codes == -1).any() and ((codes == -2).any() or run == "diabetes")  # unseen and missing were checked
 
 
+def test_rows_netfit_refuses_are_refused_before_a_file_is_written(tables, tmp_path):
+    import pyarrow as pa
+
+    model, check = tables["diabetes"]  # trained with missing cells refused (the default)
+    ages = check["age"].to_pylist()
+    ages[3] = None
+    holed = check.set_column(check.column_names.index("age"), "age", pa.array(ages))
+    with pytest.raises(NetfitError, match=r"1 missing value\(s\) in numeric column 'age', the first at row 3"):
+        netfit.export(model, "onnx", tmp_path / "d.onnx", rows=holed)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_readme_recipe_runs_each_format_without_netfit(tables, tmp_path, monkeypatch):
     model, check = tables["wine"]
     monkeypatch.chdir(tmp_path)

@@ -219,12 +219,17 @@ def export(run: str | Path | TrainedModel, format: str, path: str | Path, *, for
     model = run if isinstance(run, TrainedModel) else load(_run_folder(run), trust_module=trust_module)
     _refuse_unexportable(model)
     check_rows, checked_on = _check_rows(model, rows, data_dir)
+    # netfit's own answer first: rows it refuses (NaN, text in a numeric column) are refused before any file is written.
+    with warnings.catch_warnings():
+        # Values unseen in training are part of what is checked here, not news for the user.
+        warnings.simplefilter("ignore", UnseenValuesWarning)
+        expected = model.logits(check_rows)
     wrapper = RawRowsNetwork(model).eval()
     metadata = _metadata(model)
     writer = {"onnx": _onnx_bytes, "torchscript": _torchscript_bytes, "pt2": _pt2_bytes}[format]
     save_file(path, writer(wrapper, model, metadata))
     try:
-        difference = _check(path, format, model, check_rows, json.loads(metadata["netfit.inputs"]))
+        difference = _check(path, format, model, check_rows, expected, json.loads(metadata["netfit.inputs"]))
     except BaseException:
         path.unlink(missing_ok=True)  # a file that disagrees with netfit is never left behind
         raise
@@ -435,13 +440,9 @@ def run_file(path: Path, format: str, inputs: np.ndarray | dict[str, np.ndarray]
     return [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
 
 
-def _check(path: Path, format: str, model: TrainedModel, rows: Any, inputs: dict[str, Any]) -> float:
-    """Largest difference between the file and netfit on ``rows``; NetfitError if beyond tolerance."""
+def _check(path: Path, format: str, model: TrainedModel, rows: Any, z: torch.Tensor, inputs: dict[str, Any]) -> float:
+    """Largest difference between the file on ``rows`` and netfit's logits ``z``; NetfitError if beyond tolerance."""
     outputs = run_file(path, format, _file_inputs(rows, inputs) if model.preparation.encoder is not None else rows)
-    with warnings.catch_warnings():
-        # Values unseen in training are part of what is checked here, not news for the user.
-        warnings.simplefilter("ignore", UnseenValuesWarning)
-        z = model.logits(rows)
     if model.task == "regression":
         expected = model.preparation.target_scaler.inverse(z.numpy())
         got = outputs[0]
