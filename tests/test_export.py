@@ -1,4 +1,5 @@
-"""netfit export: files that read raw rows and agree with netfit, their metadata, the self-check, refusals."""
+"""netfit export: ONNX, TorchScript and pt2 files that read raw rows (and category codes) and agree with netfit,
+their metadata, the self-check, refusals."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from netfit.cli import main
 from netfit.exporter import PROBA_TOLERANCE, VALUE_TOLERANCE, RawRowsNetwork, run_file
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-FORMATS = ["onnx", "torchscript"]
+FORMATS = ["onnx", "torchscript", "pt2"]
 BATCHES = [1, 7, 1000]
 
 
@@ -91,6 +92,17 @@ def test_the_exported_files_carry_classes_features_and_the_output_contract(runs,
     meta = json.loads(extra["netfit.json"])
     assert meta["netfit.task"] == "regression" and json.loads(meta["netfit.outputs"]) == ["predictions"]
     assert json.loads(meta["netfit.feature_names"])[:3] == ["age", "sex", "bmi"]
+    assert json.loads(meta["netfit.inputs"]) == {"rows": json.loads(meta["netfit.feature_names"]), "codes": [],
+                                                 "categories": {}, "unseen_code": -1, "missing_code": -2}
+
+    netfit.export(runs["digits"], "pt2", tmp_path / "m.pt2")
+    extra = {"netfit.json": ""}
+    program = torch.export.load(str(tmp_path / "m.pt2"), extra_files=extra)
+    meta = json.loads(extra["netfit.json"])
+    assert json.loads(meta["netfit.classes"]) == [str(i) for i in range(10)] and meta["netfit.task"] == "classification"
+    # The batch axis is symbolic in the saved program, not the 2 rows it was traced with.
+    (rows,) = [n for n in program.graph.nodes if n.op == "placeholder" and n.name == "rows"]
+    assert not isinstance(rows.meta["val"].shape[0], int) and rows.meta["val"].shape[1] == 64
 
 
 def test_a_binary_run_without_a_test_part_is_checked_on_random_rows_in_its_range(tmp_path):
@@ -118,9 +130,9 @@ def test_a_binary_run_without_a_test_part_is_checked_on_random_rows_in_its_range
 def test_a_file_that_disagrees_with_netfit_is_removed_and_refused(runs, tmp_path, monkeypatch, format, run):
     exact = RawRowsNetwork.forward
 
-    def slightly_off(self, rows):
+    def slightly_off(self, rows, codes=None):
         # A scaling mistake of 1%: small enough to hide in a glance at the outputs.
-        return exact(self, rows * 1.01)
+        return exact(self, rows * 1.01, codes)
 
     monkeypatch.setattr(RawRowsNetwork, "forward", slightly_off)
     target = tmp_path / "wrong.out"
@@ -129,16 +141,153 @@ def test_a_file_that_disagrees_with_netfit_is_removed_and_refused(runs, tmp_path
     assert not target.exists() and list(tmp_path.iterdir()) == []
 
 
-def test_a_run_with_categorical_columns_is_refused_naming_them(tmp_path):
+def readme_code(heading: str) -> str:
+    section = README.read_text().split(heading, 1)[1]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def readme_file_inputs():
+    """The README's ``file_inputs`` recipe, the way a user without netfit builds a file's inputs."""
+    code = readme_code("### Running an exported file without netfit").split("# ONNX, with onnxruntime", 1)[0]
+    scope: dict = {}
+    exec(compile(code, str(README), "exec"), scope)
+    return scope["file_inputs"]
+
+
+def file_metadata(path: Path, format: str) -> dict[str, str]:
+    if format == "onnx":
+        import onnx
+
+        return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    extra = {"netfit.json": ""}
+    if format == "pt2":
+        torch.export.load(str(path), extra_files=extra)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.load(str(path), _extra_files=extra)
+    return json.loads(extra["netfit.json"])
+
+
+@pytest.fixture(scope="module")
+def tables(tmp_path_factory):
+    """Mixed-column tables from scikit-learn's wine and diabetes, with missing cells, and a run on each.
+
+    wine (classification, text labels): numbers with missing cells (imputed), a binned alcohol
+    column as strings (one-hot, missing cells imputed) and the hue as strings with 12 values
+    (above embed_above = 5: an embedding). diabetes (regression): numbers, the sex as strings and
+    the bmi binned into strings. bands: only categorical columns, so ``rows`` has width 0.
+    Each comes with rows to check on that hold values unseen in training and missing cells.
+    """
+    import pyarrow as pa
+    from sklearn.datasets import load_diabetes, load_wine
+
+    wine, diabetes = load_wine(), load_diabetes()
+    w = {f"x{i}": wine.data[:, i].copy() for i in range(1, 6)}
+    w["x1"][::17] = np.nan
+    band = np.array(["low", "mid", "high"])[np.digitize(wine.data[:, 0], [12.5, 13.5])].astype(object)
+    band[::23] = None
+    w["alcohol_band"] = band
+    w["hue"] = np.array([f"h{int(v * 10)}" for v in wine.data[:, 10]], dtype=object)
+    d = {name: diabetes.data[:, i] for i, name in enumerate(diabetes.feature_names) if name not in ("sex", "bmi")}
+    d["sex"] = np.where(diabetes.data[:, 1] > 0, "f", "m").astype(object)
+    d["bmi"] = np.array(["thin", "normal", "heavy", "obese"])[np.digitize(diabetes.data[:, 2], [-0.03, 0.0, 0.05])]
+    labels = np.array(wine.target_names)[wine.target]
+    imputing = {"missing": {"numeric": "impute", "categorical": "impute"}, "categorical": {"embed_above": 5}}
+    specs = {
+        "wine": ({"data": imputing, "model": {"hidden": [16]}, "train": {"epochs": 5}}, w, labels),
+        "diabetes": ({"model": {"hidden": [16]}, "train": {"epochs": 5, "loss": "mse"}}, d, diabetes.target),
+        "bands": ({"data": imputing, "model": {"hidden": [8]}, "train": {"epochs": 5}},
+                  {"alcohol_band": w["alcohol_band"], "hue": w["hue"]}, labels),
+    }
+    found, out = {}, tmp_path_factory.mktemp("tables")
+    for name, (spec, columns, y) in specs.items():
+        run = netfit.fit(spec, pa.table(columns), y, out=out, progress=None)
+        check = dict(columns)
+        check[list(columns)[-1]] = np.where(np.arange(len(y)) % 11 == 0, "never seen", columns[list(columns)[-1]])
+        if name != "diabetes":  # a run that refuses missing cells is checked on rows netfit reads
+            check["hue"] = np.where(np.arange(len(y)) % 13 == 5, None, check["hue"])
+        found[name] = (run.model, pa.table({k: pa.array(list(v)) for k, v in check.items()}))
+    return found
+
+
+@pytest.mark.parametrize("format", FORMATS)
+@pytest.mark.parametrize("run", ["wine", "diabetes", "bands"])
+def test_categorical_columns_are_one_hot_encoded_in_the_graph(tables, tmp_path, format, run):
+    model, check = tables[run]
+    target = tmp_path / f"{run}{netfit.exporter.FORMATS[format]}"
+    result = netfit.export(model, format, target, rows=check)
+    assert result.checked_on == "the rows given" and result.rows_checked == check.num_rows
+    inputs = json.loads(file_metadata(target, format)["netfit.inputs"])
+    encoder = model.preparation.encoder
+    assert inputs["codes"] == [c.name for c in encoder.columns if c.kind == "categorical"]
+    assert inputs["categories"]["sex" if run == "diabetes" else "alcohol_band"] == \
+        (["f", "m"] if run == "diabetes" else ["high", "low", "mid"])
+    file_inputs = readme_file_inputs()
+    many = check.take(np.resize(np.arange(check.num_rows), 1000))
+    for n in BATCHES:
+        rows = many.slice(0, n)
+        feeds = file_inputs(rows, inputs)
+        assert feeds["rows"].dtype == np.float32 and feeds["codes"].dtype == np.int64
+        assert feeds["rows"].shape == (n, len(inputs["rows"])) and feeds["codes"].shape == (n, len(inputs["codes"]))
+        outputs = run_file(target, format, feeds)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", netfit.errors.UnseenValuesWarning)
+            expected = model.predict(rows)
+            proba = None if run == "diabetes" else model.predict_proba(rows)
+        if run == "diabetes":
+            np.testing.assert_allclose(outputs[0][:, 0], expected, rtol=VALUE_TOLERANCE, atol=VALUE_TOLERANCE)
+            continue
+        labels = np.array(model.classes, dtype=object)[outputs[1].argmax(axis=1)]
+        np.testing.assert_array_equal(labels, expected)  # every row, every batch size
+        np.testing.assert_allclose(outputs[1], proba, atol=PROBA_TOLERANCE, rtol=0)
+    codes = file_inputs(many, inputs)["codes"]
+    assert (codes == -1).any() and ((codes == -2).any() or run == "diabetes")  # unseen and missing were checked
+
+
+def test_rows_netfit_refuses_are_refused_before_a_file_is_written(tables, tmp_path):
+    import pyarrow as pa
+
+    model, check = tables["diabetes"]  # trained with missing cells refused (the default)
+    ages = check["age"].to_pylist()
+    ages[3] = None
+    holed = check.set_column(check.column_names.index("age"), "age", pa.array(ages))
+    with pytest.raises(NetfitError, match=r"1 missing value\(s\) in numeric column 'age', the first at row 3"):
+        netfit.export(model, "onnx", tmp_path / "d.onnx", rows=holed)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_readme_recipe_runs_each_format_without_netfit(tables, tmp_path, monkeypatch):
+    model, check = tables["wine"]
+    monkeypatch.chdir(tmp_path)
+    for format, name in [("onnx", "model.onnx"), ("torchscript", "model.pt"), ("pt2", "model.pt2")]:
+        netfit.export(model, format, name, rows=check)
+    code = readme_code("### Running an exported file without netfit")
+    assert "netfit" not in code.replace("netfit.inputs", "").replace("netfit.json", "").replace(
+        "netfit.classes", "")  # onnxruntime, torch and pyarrow only
+    scope = {"table": check}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        exec(compile(code, str(README), "exec"), scope)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", netfit.errors.UnseenValuesWarning)
+        proba, labels = model.predict_proba(check), model.predict(check)
+    for _, probabilities in (scope["onnx_out"], scope["script_out"], scope["program_out"]):
+        probabilities = np.asarray(probabilities)
+        np.testing.assert_allclose(probabilities, proba, atol=PROBA_TOLERANCE, rtol=0)
+        np.testing.assert_array_equal(np.array(scope["classes"], dtype=object)[probabilities.argmax(axis=1)], labels)
+
+
+def test_a_run_with_text_columns_is_refused_naming_them(tmp_path):
     import pyarrow as pa
     from sklearn.datasets import load_wine
 
     data = load_wine()
-    columns = {f"x{i}": data.data[:, i] for i in range(4)}
-    columns["alcohol_band"] = np.array(["low", "mid", "high"])[np.digitize(data.data[:, 0], [12.5, 13.5])]
+    words = np.array(["dry red wine", "sweet fruity white", "an oaky full body"])
+    columns = {"x0": data.data[:, 0], "note": words[data.target], "colour": np.array(["a", "b"])[data.target % 2]}
     run = netfit.fit({"model": {"hidden": [8]}, "train": {"epochs": 1}}, pa.table(columns), data.target,
                      out=None, progress=None)
-    with pytest.raises(NetfitError, match=r"cannot be exported: its columns alcohol_band \(categorical\)") as err:
+    with pytest.raises(NetfitError, match=r"cannot be exported: its text columns note become bags of words") as err:
         netfit.export(run.model, "onnx", tmp_path / "w.onnx")
     assert "\n" not in str(err.value) and not (tmp_path / "w.onnx").exists()
 
@@ -185,6 +334,84 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(runs, tmp_path, capsys):
         assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
     assert existing.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["narrow.npy", "there.onnx"]
+
+
+def test_cli_rows_from_csv_and_parquet_are_read_as_predict_reads_them(runs, tables, tmp_path, capsys):
+    import pyarrow.csv
+    import pyarrow.parquet
+
+    model, check = tables["wine"]
+    # Reordered, with a column the run does not use: matched by name, as netfit predict matches them.
+    shuffled = check.select(list(reversed(check.column_names))).append_column("comment", check["hue"])
+    pyarrow.parquet.write_table(shuffled, tmp_path / "rows.parquet")
+    pyarrow.csv.write_csv(shuffled, tmp_path / "rows.csv")
+    for name in ("rows.parquet", "rows.csv"):
+        argv = ["export", str(model.run_dir), "--format", "onnx", "-o", str(tmp_path / "w.onnx"), "--force",
+                "--rows", str(tmp_path / name)]
+        assert main(argv) == 0, name
+        captured = capsys.readouterr()
+        assert f"checked on {check.num_rows} rows of the rows given: same labels" in captured.out
+        assert "ignoring 1 column the model does not use: comment" in captured.err
+
+    diabetes = raw_test_rows(runs["diabetes"])
+    names = json.loads((runs["diabetes"] / "run.json").read_text())["preparation"]["feature_names"]
+    columns = {n: diabetes[:, i] for i, n in enumerate(names) if n != "bmi"}
+    pyarrow.csv.write_csv(pyarrow.table(columns), tmp_path / "no_bmi.csv")
+    argv = ["export", str(runs["diabetes"]), "--format", "pt2", "-o", str(tmp_path / "d.pt2"), "--rows",
+            str(tmp_path / "no_bmi.csv")]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "'bmi'" in captured.err and captured.err.count("\n") == 1 and "Traceback" not in captured.err
+    assert not (tmp_path / "d.pt2").exists()
+
+
+CSV_DECIMALS = 6  # netfit predict --proba writes probabilities as f"{p:.6f}"
+
+
+def test_exports_reproduce_netfit_predict_through_the_cli(tables, tmp_path, capsys):
+    """The issue's acceptance: train from CSV, predict to CSV, export, run each file on the same raw CSV rows."""
+    import csv
+
+    import pyarrow.csv
+    from sklearn.datasets import load_diabetes, load_wine
+
+    _, wine = tables["wine"]
+    _, diabetes = tables["diabetes"]
+    cases = {"wine": (wine.append_column("label", pyarrow.array(np.array(load_wine().target_names)[
+                          load_wine().target])), ["--set", "data.missing.numeric=impute", "--set",
+                                                  "data.missing.categorical=impute"]),
+             "diabetes": (diabetes.append_column("label", pyarrow.array(load_diabetes().target)),
+                          ["--set", "train.task=regression"])}
+    for name, (table, options) in cases.items():
+        data = tmp_path / f"{name}.csv"
+        pyarrow.csv.write_csv(table, data)  # missing cells are empty, unseen values plain text
+        assert main(["train", "--set", f"data.path={data}", "--set", "data.target=label", "--set",
+                     "data.test_fraction=0.2", "--set", "model.hidden=[16]", "--set", "train.epochs=5", *options,
+                     "--out", str(tmp_path / "runs"), "--json", "--quiet"]) == 0
+        run_dir = Path(json.loads(capsys.readouterr().out)["run_dir"])
+        classes = json.loads((run_dir / "run.json").read_text())["preparation"]["classes"]
+        predicted = tmp_path / f"{name}-preds.csv"
+        assert main(["predict", str(run_dir), str(data), "-o", str(predicted),
+                     *(["--proba"] if classes else [])]) == 0
+        with open(predicted, newline="") as f:
+            header, *lines = list(csv.reader(f))
+        raw = pyarrow.csv.read_csv(data, convert_options=pyarrow.csv.ConvertOptions(strings_can_be_null=True))
+        assert len(lines) == raw.num_rows == table.num_rows
+        for format in FORMATS:
+            target = tmp_path / f"{name}{netfit.exporter.FORMATS[format]}"
+            assert main(["export", str(run_dir), "--format", format, "-o", str(target)]) == 0
+            assert "of the run's test part" in capsys.readouterr().out
+            inputs = json.loads(file_metadata(target, format)["netfit.inputs"])
+            outputs = run_file(target, format, readme_file_inputs()(raw, inputs))
+            if classes is None:  # float32 values are written at their own precision: no rounding to allow for
+                written = np.array([float(line[0]) for line in lines])
+                np.testing.assert_allclose(outputs[0][:, 0], written, rtol=VALUE_TOLERANCE, atol=VALUE_TOLERANCE)
+                continue
+            labels = np.array(classes)[outputs[1].argmax(axis=1)]
+            assert labels.tolist() == [line[0] for line in lines]  # every row
+            written = np.array([[float(v) for v in line[1:]] for line in lines])
+            assert header[1:] == [f"proba_{c}" for c in classes]
+            np.testing.assert_allclose(outputs[1], written, atol=PROBA_TOLERANCE + 0.5 * 10 ** -CSV_DECIMALS, rtol=0)
 
 
 def test_the_readme_snippet_loads_the_weights_in_plain_pytorch(runs):

@@ -120,18 +120,22 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace the --apply or -o file if it exists")
     p.add_argument("--json", action="store_true", help="print one JSON object (suggestion, rule, the curve)")
 
-    p = sub.add_parser("export", parents=[common], help="write a run as an ONNX or TorchScript file that reads raw rows",
-                       description="Write the run's network with its input scaling inside (raw float32 rows in; "
-                                   "logits and probabilities, or predictions in the targets' units, out), then "
-                                   "run the file on the run's test rows and remove it unless it agrees with netfit.")
+    p = sub.add_parser("export", parents=[common, columns],
+                       help="write a run as an ONNX, TorchScript or torch.export file that reads raw rows",
+                       description="Write the run's network with its input scaling and one-hot encoding inside "
+                                   "(raw float32 rows and int64 category codes in; logits and probabilities, or "
+                                   "predictions in the targets' units, out), then run the file on the run's test "
+                                   "rows and remove it unless it agrees with netfit.")
     p.add_argument("run", type=Path, help="run directory")
-    p.add_argument("--format", required=True, choices=("onnx", "torchscript"), help="file format")
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript", "pt2"),
+                   help="file format (pt2: torch.export)")
     p.add_argument("-o", "--output", type=Path,
-                   help="file to write (default: the run folder's name with .onnx or .pt, in this folder)")
+                   help="file to write (default: the run folder's name with .onnx, .pt or .pt2, in this folder)")
     p.add_argument("--force", action="store_true", help="replace the -o file if it exists")
-    p.add_argument("--rows", type=Path, metavar="FILE.npy",
-                   help="raw rows (.npy) to check the file on (default: the run's test part, else 1,000 seeded "
-                        "random rows in the training range)")
+    p.add_argument("--rows", type=Path, metavar="FILE",
+                   help="raw rows to check the file on: .npy, or a CSV, Parquet or Feather file read as predict "
+                        "reads it (default: the run's test part, else 1,000 seeded random rows in the training "
+                        "range)")
     p.add_argument("--data-dir", type=Path, help="folder with IDX files for mnist, fashion-mnist, kmnist")
     p.add_argument("--trust-module", action="store_true",
                    help="import the custom model.module the run names (only for runs you trust)")
@@ -610,18 +614,30 @@ def _export(args: argparse.Namespace) -> int:
                           "created")
     output = args.output or Path(args.run.resolve().name + FORMATS[args.format])
     _check_output_path(output, args.force)
-    rows = None
-    if args.rows is not None:
-        if args.rows.suffix.lower() != ".npy" or not args.rows.is_file():
-            raise NetfitError(f"--rows {args.rows}: give an existing .npy file of raw rows")
-        try:
-            rows = np.load(args.rows, allow_pickle=False)  # never unpickle a file named on the command line
-        except (OSError, ValueError) as err:
-            raise NetfitError(f"--rows {args.rows}: cannot read it as a .npy array ({err})") from None
     model = _load_model(args.run, args.trust_module)
+    rows = None if args.rows is None else _export_check_rows(model, args)
     result = export(model, args.format, output, force=args.force, rows=rows, data_dir=args.data_dir)
     print(result.summary())
     return EXIT_OK
+
+
+def _export_check_rows(model, args: argparse.Namespace):
+    """The rows of ``--rows``: a .npy array as it is, any other file read as ``predict`` reads it (by column name)."""
+    from .data import read_file
+
+    if args.rows.suffix.lower() == ".npy":
+        if not args.rows.is_file():
+            raise NetfitError(f"--rows {args.rows}: give an existing file of raw rows (.npy, CSV, Parquet or Feather)")
+        try:
+            return np.load(args.rows, allow_pickle=False)  # never unpickle a file named on the command line
+        except (OSError, ValueError) as err:
+            raise NetfitError(f"--rows {args.rows}: cannot read it as a .npy array ({err})") from None
+    # export's --format names the file to write, not the data's format, which comes from the suffix here.
+    as_data = argparse.Namespace(**{**vars(args), "format": None})
+    table = read_file(args.rows, None, None, **_columns_as_trained(model, as_data, args.rows))
+    _note_ignored(table.ignored)
+    _check_rows(model, table.X, None, str(args.rows))
+    return table.X
 
 
 def _init(args: argparse.Namespace) -> int:
