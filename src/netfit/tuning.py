@@ -272,11 +272,11 @@ def _open_storage(url: str | None, study_dir: Path | None, heartbeat: int, optun
         # heartbeat (a timestamp per running trial, renewed every `heartbeat` seconds) is what tells a live
         # trial from one whose process died, on any machine.
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat: stable since 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since Optuna 2.9
             return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat)
     except ImportError as err:
-        why = ("its database driver is not installed; for postgresql:// run pip install 'netfit[tune-postgres]', "
-               f"for others the driver SQLAlchemy names ({err.__cause__ or err})")
+        why = (f"its database driver is not installed ({err.__cause__ or err}); for postgresql:// run pip install "
+               "'netfit[tune-postgres]', for another database install the driver SQLAlchemy uses for it")
     except sqlalchemy.exc.NoSuchModuleError:
         why = (f"unknown database kind {url.partition('://')[0]!r}; use e.g. postgresql://USER:PASSWORD@HOST/DB "
                "or sqlite:///FILE.db")
@@ -284,9 +284,9 @@ def _open_storage(url: str | None, study_dir: Path | None, heartbeat: int, optun
         why = "not a database URL; use e.g. postgresql://USER:PASSWORD@HOST/DB or sqlite:///FILE.db"
     except sqlalchemy.exc.SQLAlchemyError as err:
         detail = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        if password:
+            detail = detail.replace(password, "***")  # drivers should not echo it; in case one does
         why = f"cannot reach the database ({detail}); check the host, port, user and database name"
-    if password:
-        why = why.replace(password, "***")
     raise NetfitError(f"--storage {shown}: {why}")
 
 
@@ -474,6 +474,13 @@ def _worker_main() -> None:
     from .errors import TrainingInterrupted
 
     job = pickle.load(sys.stdin.buffer)
+
+    def stop(signum, frame):
+        # The tune process asks its workers to stop with SIGTERM. Inside fit, fit's own handler takes it
+        # (checkpoint, then TrainingInterrupted); anywhere else this one: Optuna fails the trial, we exit.
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, job["cores"])  # fit gives torch one thread per core this process may use
     torch.set_num_threads(len(job["cores"]))
@@ -491,7 +498,7 @@ def _worker_main() -> None:
     except TrainingInterrupted as stop:  # SIGTERM from the tune process: the trial is failed, exit quietly
         sys.exit(stop.exit_code)
     except KeyboardInterrupt:
-        sys.exit(130)
+        sys.exit(143)
 
 
 # ----------------------------------------------------------------------------- trials whose process died
@@ -534,8 +541,12 @@ def _fail_stale(study: Any, optuna: Any, at_open: bool) -> None:
     whose process is gone is failed. A trial with no record yet is failed only when the study opens,
     before this tune starts any worker: later it may be a live worker's trial a moment after it began.
     """
-    if isinstance(study._storage, optuna.storages.RDBStorage):
-        optuna.storages.fail_stale_trials(study)
+    from optuna.storages.journal import JournalStorage
+
+    if not isinstance(study._storage, JournalStorage):  # a database (Optuna wraps RDBStorage in a cache)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since Optuna 2.9
+            optuna.storages.fail_stale_trials(study)
         return
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
