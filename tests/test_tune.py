@@ -175,6 +175,7 @@ def test_cli_tune_prints_a_table_or_one_json_object(tmp_path, capsys):
 @pytest.mark.parametrize("argv, words", [
     (["tune", "missing.toml"], "does not exist"),
     (["tune", "{spec}", "--trials", "0"], "at least 1"),
+    (["tune", "{spec}", "--workers", "0"], "--workers 0: give at least 1"),
     (["tune", "{plain}"], "no [tune] table"),
     (["tune", "{spec}", "--resume", "{tmp}"], "not a study folder"),
     (["tune", "{spec}", "--name", "../up"], "study name '../up'"),

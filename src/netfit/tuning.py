@@ -413,6 +413,7 @@ def _run_workers(job: dict[str, Any], count: int, study: Any, progress: Progress
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE if progress is not None else subprocess.DEVNULL,
                 env=env, start_new_session=True,  # a Ctrl-C reaches this process, which stops them in order
                 preexec_fn=_die_with_parent)
+            # The job goes through stdin, not the command line, where `ps` would show a storage password.
             proc.stdin.write(pickle.dumps({**job, "index": i, "cores": share, "quiet": progress is None}))
             proc.stdin.close()
             procs.append(proc)
@@ -422,8 +423,12 @@ def _run_workers(job: dict[str, Any], count: int, study: Any, progress: Progress
                 relay.start()
                 relays.append(relay)
         with stop_on_signals() as stop:
-            stopping_since = None
+            stopping_since, seen_dead = None, set()
             while any(p.poll() is None for p in procs):
+                dead_now = {i for i, p in enumerate(procs) if p.returncode not in (None, 0)} - seen_dead
+                if dead_now and stopping_since is None:
+                    _fail_stale(study, optuna, at_open=False)  # now, not when a busy worker next looks
+                    seen_dead |= dead_now
                 if stop.requested and stopping_since is None:
                     stopping_since = time.monotonic()
                     for p in procs:
@@ -487,18 +492,21 @@ def _worker_main() -> None:
     optuna = _import_optuna()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     spec = spec_from_dict(job["spec"], source="tune")
-    storage = _open_storage(job["storage"], Path(job["study_dir"]), job["heartbeat"], optuna)
-    # Each worker its own seed: with one seed, workers that see the same finished trials propose the same values.
-    study = optuna.load_study(
-        study_name=job["study_name"], storage=storage,
-        sampler=optuna.samplers.TPESampler(seed=spec.train.seed + job["index"]),
-        pruner=job["pruner"] if job["pruner"] is not None else optuna.pruners.MedianPruner(n_startup_trials=2))
     try:
+        storage = _open_storage(job["storage"], Path(job["study_dir"]), job["heartbeat"], optuna)
+        # Each worker its own seed: with one seed, workers that see the same finished trials propose the same values.
+        study = optuna.load_study(
+            study_name=job["study_name"], storage=storage,
+            sampler=optuna.samplers.TPESampler(seed=spec.train.seed + job["index"]),
+            pruner=job["pruner"] if job["pruner"] is not None else optuna.pruners.MedianPruner(n_startup_trials=2))
         _work(job, study, None if job["quiet"] else sys.stdout, optuna)
-    except TrainingInterrupted as stop:  # SIGTERM from the tune process: the trial is failed, exit quietly
-        sys.exit(stop.exit_code)
+    except TrainingInterrupted as interrupted:  # SIGTERM from the tune process: the trial is failed, exit quietly
+        sys.exit(interrupted.exit_code)
     except KeyboardInterrupt:
         sys.exit(143)
+    except NetfitError as err:  # the database gone away, say: one line, as the CLI would print it
+        print(f"netfit: error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 # ----------------------------------------------------------------------------- trials whose process died
