@@ -5,7 +5,9 @@ evaluated, reported, exported or resumed like a run from ``netfit train``. Optun
 (seeded from ``train.seed``) proposes values; a median pruner, fed each epoch's validation figure
 through a callback, ends hopeless trials early. The study lives in a journal file inside the study
 folder (Optuna's file storage, safe for several processes on one machine), or in the database that
-``storage`` names. Reopening the folder continues the study.
+``storage`` names. Reopening the folder continues the study. With ``workers`` above 1, that many
+processes run trials on the one study side by side; a trial whose process died is failed (process ids
+for the journal file, Optuna's heartbeat for a database) and run again by the others.
 """
 
 from __future__ import annotations
@@ -189,6 +191,8 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
         raise NetfitError(f"--trials {wanted}: give at least 1")
     if workers < 1:
         raise NetfitError(f"--workers {workers}: give at least 1")
+    if heartbeat < 1:
+        raise NetfitError(f"heartbeat {heartbeat}: give a whole number of seconds, at least 1")
 
     if resume is not None:
         study_dir = Path(resume)
