@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs (Fashion-MNIST for the accuracy tests, Chromium
-# for the test that renders a run report in a real browser), and
+# for the test that renders a run report in a real browser, PostgreSQL's server for the tuning test
+# that starts a throwaway one of its own on 127.0.0.1), and
 # fetches apt's package lists when they are empty (the text tests read Debian's package
 # descriptions through `apt-cache dumpavail`), when this machine can: apt-get as root, or through
 # password-less sudo. Otherwise it says what is missing and the tests that need it fail saying the same.
@@ -8,6 +9,7 @@ set -euo pipefail
 missing=()
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing+=(dataset-fashion-mnist)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || command -v initdb >/dev/null 2>&1 || missing+=(postgresql)
 lists_empty=false
 if command -v apt-cache >/dev/null 2>&1 && [ -z "$(apt-cache dumpavail 2>/dev/null | head -c 1)" ]; then
     lists_empty=true

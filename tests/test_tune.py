@@ -1,7 +1,17 @@
 """netfit tune: the [tune] table, an Optuna study whose trials are run folders, pruning, resume, the CLI."""
 
+import glob
+import io
 import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
@@ -165,6 +175,7 @@ def test_cli_tune_prints_a_table_or_one_json_object(tmp_path, capsys):
 @pytest.mark.parametrize("argv, words", [
     (["tune", "missing.toml"], "does not exist"),
     (["tune", "{spec}", "--trials", "0"], "at least 1"),
+    (["tune", "{spec}", "--workers", "0"], "--workers 0: give at least 1"),
     (["tune", "{plain}"], "no [tune] table"),
     (["tune", "{spec}", "--resume", "{tmp}"], "not a study folder"),
     (["tune", "{spec}", "--name", "../up"], "study name '../up'"),
@@ -200,3 +211,242 @@ def test_a_storage_password_is_not_written_into_the_study_folder(tmp_path):
     study.mkdir()
     (study / "study.json").write_text(json.dumps({"study_name": "s", "space": {}, **note}))
     assert "pass --storage URL again" in bad(small_spec(), resume=study)
+
+
+
+def test_a_bad_or_unreachable_storage_url_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    spec = small_spec()
+    assert "unknown database kind 'postgre'" in bad(spec, out=tmp_path, study_name="s", storage="postgre://u:pw@h/x")
+    assert "not a database URL" in bad(spec, out=tmp_path, study_name="s", storage="studies.db")
+    refused = bad(spec, out=tmp_path, study_name="s", storage="postgresql://nobody:s3cret@127.0.0.1:1/x")
+    assert refused.startswith("--storage postgresql://nobody:***@127.0.0.1:1/x: cannot reach the database")
+    assert "s3cret" not in refused
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg now raises ImportError
+    missing = bad(spec, out=tmp_path, study_name="s", storage="postgresql://u@127.0.0.1/x")
+    assert "driver is not installed" in missing and "pip install 'netfit[tune-postgres]'" in missing
+    assert not list(tmp_path.iterdir())  # no study folder was begun
+    path = tmp_path / "spec.toml"
+    path.write_text(spec_from_dict(spec).to_toml())
+    argv = ["tune", str(path), "--out", str(tmp_path / "runs"), "--name", "s", "--storage", "postgre://u@h/x"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown database kind" in err and not (tmp_path / "runs" / "s").exists()
+
+
+# ----------------------------------------------------------------------------- trial 0: the spec as written
+
+
+def test_a_new_study_begins_with_the_spec_as_written(tmp_path):
+    spec = small_spec(trials=3)
+    spec["train"]["lr"] = 0.005
+    result = tune(spec, out=tmp_path, study_name="s", progress=None, pruner=optuna.pruners.NopPruner())
+    first = result.trials[0]
+    assert first["baseline"] and first["params"] == {"train.lr": 0.005, "model.hidden": [16]}
+    assert not any(t["baseline"] for t in result.trials[1:])
+    assert netfit.load(first["run_dir"]).spec.train.lr == 0.005
+    assert "(the spec as written)" in summary_table(result).splitlines()[1]
+    # The spec's best can only be matched or beaten: the search holds it.
+    assert result.best_value >= first["value"]
+    # Resuming adds no second baseline.
+    more = tune(spec, trials=4, resume=result.study_dir, progress=None, pruner=optuna.pruners.NopPruner())
+    assert [t["baseline"] for t in more.trials] == [True, False, False, False]
+
+
+def test_no_baseline_when_a_spec_value_lies_outside_the_space(tmp_path):
+    spec = small_spec(trials=2)
+    spec["train"]["lr"] = 0.5  # above the range's 3e-2
+    result = tune(spec, out=tmp_path, study_name="s", progress=None, pruner=optuna.pruners.NopPruner())
+    assert not any(t["baseline"] for t in result.trials)
+    assert all(t["params"]["train.lr"] <= 3e-2 for t in result.trials)
+
+
+# ----------------------------------------------------------------------------- several workers, real processes
+
+SRC = Path(netfit.__file__).resolve().parents[1]
+RUNNING = optuna.trial.TrialState.RUNNING
+FAIL = optuna.trial.TrialState.FAIL
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def slow_spec(trials):
+    # About two seconds a trial on one core: long enough to be caught mid-trial.
+    return {"data": {"dataset": "digits"}, "model": {"hidden": [64]}, "train": {"epochs": 12, "batch_size": 16},
+            "tune": {"trials": trials, "space": {"train.lr": {"low": 1e-3, "high": 3e-2, "log": True}}}}
+
+
+def launch(args):
+    """A new Python process that imports this netfit, with its output captured."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def launch_cli(tmp_path, spec, *args):
+    path = tmp_path / "spec.toml"
+    path.write_text(spec_from_dict(spec).to_toml())
+    return launch(["-m", "netfit", "tune", str(path), "--out", str(tmp_path / "runs"), "--quiet", *args])
+
+
+def journal_trials(study_dir, name="s"):
+    storage = JournalStorage(JournalFileBackend(str(study_dir / "journal.log")))
+    return optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
+
+
+def wait_for(trials, wanted, proc, timeout=120):
+    """Poll ``trials()`` until ``wanted(trials)`` is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            found = wanted(trials())
+        except (KeyError, FileNotFoundError, ValueError):
+            found = None  # the study is not made yet
+        if found:
+            return found
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"timed out: {proc.communicate()}")
+
+
+def owned_running(trials):
+    return [t for t in trials if t.state == RUNNING and "worker" in t.user_attrs]
+
+
+def gone(pid):
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def children(pid):
+    found = []
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            fields = Path(stat).read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(Path(stat).parent.name))
+    return found
+
+
+def test_two_workers_share_one_study(tmp_path):
+    spec = small_spec(trials=4, **{"train.lr": {"low": 1e-3, "high": 3e-2, "log": True}})
+    spec["train"]["epochs"] = 10  # a second or so a trial, so that neither worker runs them all
+    lines = io.StringIO()
+    result = tune(spec, out=tmp_path, study_name="s", workers=2, progress=lines, pruner=optuna.pruners.NopPruner())
+    trials = journal_trials(result.study_dir)
+    finished = [t for t in trials if t.state in FINISHED]
+    assert 4 <= len(finished) <= 5  # two workers starting at one moment may run one trial too many
+    pids = {t.user_attrs["worker"]["pid"] for t in trials}
+    assert len(pids) == 2 and os.getpid() not in pids  # both worker processes ran trials, this one none
+    assert [t["number"] for t in result.trials] == [t.number for t in trials]
+    assert result.best_spec_path.is_file() and netfit.load_spec(result.best_spec_path).tune is None
+    text = lines.getvalue()
+    assert "[worker 1] trial" in text and "[worker 2] trial" in text and "Epoch 10/10" in text
+
+
+def test_a_killed_worker_fails_its_trial_and_the_other_reaches_the_count(tmp_path):
+    proc = launch_cli(tmp_path, slow_spec(3), "--name", "s", "--workers", "2")
+    study_dir = tmp_path / "runs" / "s"
+    victim = wait_for(lambda: journal_trials(study_dir), owned_running, proc)[0]
+    os.kill(victim.user_attrs["worker"]["pid"], signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    trials = journal_trials(study_dir)
+    killed = trials[victim.number]
+    assert killed.state == FAIL and "died mid-trial" in killed.user_attrs["error"]
+    assert len([t for t in trials if t.state in FINISHED]) >= 3
+    assert "died mid-trial" in out and (study_dir / "best.toml").is_file()
+
+
+def test_resume_after_the_whole_tune_was_killed_fails_the_dead_trials(tmp_path):
+    spec = slow_spec(3)
+    proc = launch_cli(tmp_path, spec, "--name", "s", "--workers", "2")
+    study_dir = tmp_path / "runs" / "s"
+    wait_for(lambda: journal_trials(study_dir), owned_running, proc)
+    for pid in children(proc.pid):  # the workers first: killed first, the tune could not stop them cleanly
+        os.kill(pid, signal.SIGKILL)
+    proc.kill()
+    proc.communicate()
+    left = owned_running(journal_trials(study_dir))
+    assert left
+    spec["train"]["epochs"] = 2  # the space must stay; the trials left to run may be quick
+    result = tune(spec, resume=study_dir, progress=None)
+    states = {t["number"]: t for t in result.trials}
+    for t in left:
+        assert states[t.number]["state"] == "fail" and "died mid-trial" in states[t.number]["error"]
+    assert len([t for t in result.trials if t["state"] in ("complete", "pruned")]) >= 3
+    assert not owned_running(journal_trials(study_dir))
+
+
+def test_sigterm_stops_the_workers_and_fails_their_trials(tmp_path):
+    proc = launch_cli(tmp_path, slow_spec(4), "--name", "s", "--workers", "2")
+    study_dir = tmp_path / "runs" / "s"
+    running = wait_for(lambda: journal_trials(study_dir), lambda ts: len(owned_running(ts)) == 2 and owned_running(ts),
+                       proc)
+    workers = children(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "--resume" in err and "Traceback" not in err
+    assert all(gone(pid) for pid in workers)  # no worker outlives the tune
+    trials = journal_trials(study_dir)
+    assert all(trials[t.number].state == FAIL for t in running)  # failed by their workers as they stopped
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throwaway PostgreSQL server on a free port of 127.0.0.1 (trust auth), stopped after the tests."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    found = found or [p for p in [shutil.which("initdb")] if p]
+    if not found:
+        pytest.fail("PostgreSQL's server (initdb, pg_ctl) is not installed: run scripts/system-packages.sh "
+                    "(Debian: apt-get install postgresql)")
+    bin_dir = Path(found[-1]).parent
+    # initdb refuses to run as root: the Debian package's postgres user runs the server then.
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    root = Path(tempfile.mkdtemp(prefix="netfit-pg-"))  # not under pytest's tmp: postgres must reach it
+    if as_user:
+        shutil.chown(root, "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = root / "data"
+    subprocess.run([*as_user, bin_dir / "initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync",
+                    "-E", "UTF8"], check=True, capture_output=True)
+    subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", data, "-l", root / "log", "-w", "start",
+                    "-o", f"-h 127.0.0.1 -p {port} -k {root} -F"], check=True, capture_output=True)
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, bin_dir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_postgresql_study_with_two_workers_fails_a_killed_trial_by_heartbeat_and_resumes(tmp_path, postgres_url):
+    spec = slow_spec(3)
+    out = tmp_path / "runs"
+    proc = launch(["-c", f"import netfit; netfit.tune({spec!r}, out={str(out)!r}, study_name='pg', "
+                         f"storage={postgres_url!r}, workers=2, progress=None, heartbeat=1)"])
+
+    def trials():
+        return optuna.load_study(study_name="pg", storage=postgres_url).get_trials(deepcopy=False)
+
+    victim = wait_for(trials, owned_running, proc)[0]
+    os.kill(victim.user_attrs["worker"]["pid"], signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    killed = trials()[victim.number]
+    assert killed.state == FAIL  # the other worker saw its heartbeat stop
+    assert len([t for t in trials() if t.state in FINISHED]) >= 3
+    assert not (out / "pg" / "journal.log").exists() and (out / "pg" / "best.toml").is_file()
+    held = len([t for t in trials() if t.state in FINISHED])
+    spec["train"]["epochs"] = 2
+    result = tune(spec, trials=held + 1, resume=out / "pg", progress=None)  # the URL is remembered
+    assert len([t for t in result.trials if t["state"] in ("complete", "pruned")]) >= held + 1
+    assert result.trials[victim.number]["error"] == "stopped mid-trial"

@@ -152,6 +152,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", metavar="URL", help="a database URL for Optuna (default: a journal file in the "
                                                      "study folder)")
     p.add_argument("--resume", type=Path, metavar="STUDY_DIR", help="continue the study in STUDY_DIR")
+    p.add_argument("--workers", type=int, default=1, metavar="K",
+                   help="run K trials at a time, each in its own process on this machine (default: 1)")
     p.add_argument("--json", action="store_true", help="print one JSON object (trials, best) on stdout")
     p.add_argument("--quiet", action="store_true", help="print no per-epoch lines")
 
@@ -669,7 +671,7 @@ def _tune(args: argparse.Namespace) -> int:
         raise NetfitError("--name does not apply with --resume: the study keeps its name")
     progress = None if args.quiet else (sys.stderr if args.json else sys.stdout)
     result = tune(load_spec(args.spec, args.overrides), trials=args.trials, out=args.out, storage=args.storage,
-                  study_name=args.study_name, resume=args.resume, progress=progress)
+                  study_name=args.study_name, resume=args.resume, workers=args.workers, progress=progress)
     if args.json:
         print(json.dumps(result.to_dict()))
     else:

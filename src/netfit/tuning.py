@@ -5,15 +5,23 @@ evaluated, reported, exported or resumed like a run from ``netfit train``. Optun
 (seeded from ``train.seed``) proposes values; a median pruner, fed each epoch's validation figure
 through a callback, ends hopeless trials early. The study lives in a journal file inside the study
 folder (Optuna's file storage, safe for several processes on one machine), or in the database that
-``storage`` names. Reopening the folder continues the study.
+``storage`` names. Reopening the folder continues the study. With ``workers`` above 1, that many
+processes run trials on the one study side by side; a trial whose process died is failed (process ids
+for the journal file, Optuna's heartbeat for a database) and run again by the others.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import pickle
+import signal
+import socket
 import sys
+import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -162,17 +170,20 @@ def _import_optuna():
 
 def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, out: str | Path = "runs",
          storage: str | None = None, study_name: str | None = None, *, resume: str | Path | None = None,
-         pruner: Any = None, progress: ProgressTarget = sys.stdout) -> TuneResult:
+         workers: int = 1, pruner: Any = None, progress: ProgressTarget = sys.stdout,
+         heartbeat: int = 10) -> TuneResult:
     """Search the spec's ``[tune.space]`` with Optuna and write the best spec to ``<study>/best.toml``.
 
     ``trials`` (default ``tune.trials``) is the number of finished trials (completed or pruned) the
     study should hold: a resumed study runs only the ones still missing. The study folder is
     ``out/<study_name>``, or ``resume``, an existing study folder to continue. ``storage`` is a
-    database URL for Optuna (default: a journal file in the study folder). ``pruner`` replaces the
-    default ``optuna.pruners.MedianPruner``. ``progress`` is handed to every trial's ``fit``.
+    database URL for Optuna (default: a journal file in the study folder). ``workers`` processes
+    run trials side by side on this machine (1: in this process). A new study's first trial is the
+    spec as written, when its values lie inside the space. ``pruner`` replaces the default
+    ``optuna.pruners.MedianPruner``. ``progress`` receives every trial's lines. ``heartbeat`` is the
+    seconds between a database trial's heartbeats; one silent for three of them is failed.
     """
     optuna = _import_optuna()
-    from .api import fit
     from .start import as_spec
 
     spec = with_absolute_paths(as_spec(spec))
@@ -180,6 +191,10 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
     wanted = trials if trials is not None else spec.tune.trials
     if wanted < 1:
         raise NetfitError(f"--trials {wanted}: give at least 1")
+    if workers < 1:
+        raise NetfitError(f"--workers {workers}: give at least 1")
+    if heartbeat < 1:
+        raise NetfitError(f"heartbeat {heartbeat}: give a whole number of seconds, at least 1")
 
     if resume is not None:
         study_dir = Path(resume)
@@ -196,6 +211,7 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
             # TPE learns from the earlier trials' params: another space would mix two searches in one study.
             raise NetfitError(f"--resume {study_dir}: the spec's [tune.space] differs from the study's; resume with "
                               "the same space, or start a new study")
+        backend = _open_storage(storage, study_dir, heartbeat, optuna)
     else:
         study_name = study_name or f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
         if not study_name or study_name in (".", "..") or not all(c.isalnum() or c in "-_." for c in study_name):
@@ -205,49 +221,41 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
         if (study_dir / _STUDY_FILE).exists():
             raise NetfitError(f"study folder {study_dir} exists; continue it with --resume {study_dir}, or choose "
                               "another study name")
+        # The database is reached before the folder is made: a bad URL leaves nothing half-made behind.
+        backend = _open_storage(storage, None, heartbeat, optuna) if storage is not None else None
         study_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(study_dir / _STUDY_FILE, json.dumps({"study_name": study_name, **_storage_note(storage),
                                                           "space": _space_dict(space)}).encode())
+        backend = backend or _open_storage(None, study_dir, heartbeat, optuna)
 
     metric = spec.tune.metric
     direction = "minimize" if metric == "val_loss" else "maximize"  # accuracy and R^2: higher is better
-    if storage is None:
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-        storage = JournalStorage(JournalFileBackend(str(study_dir / _JOURNAL_FILE)))
     # netfit prints its own lines per trial, and a failed trial's error goes into the summary table,
     # not as the traceback Optuna would log.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(
-        study_name=study_name, storage=storage, load_if_exists=True, direction=direction,
+        study_name=study_name, storage=backend, load_if_exists=True, direction=direction,
         sampler=optuna.samplers.TPESampler(seed=spec.train.seed),
         pruner=pruner if pruner is not None else optuna.pruners.MedianPruner(n_startup_trials=2))
-    _fail_stale(study, optuna)
+    _fail_stale(study, optuna, at_open=True)
+    first = len(study.get_trials(deepcopy=False))
+    if first == 0 and (baseline := _baseline(spec, space)) is not None:
+        # Trial 0 is the spec as written, so the search can only match or beat it on validation.
+        study.enqueue_trial(baseline, user_attrs={"baseline": True})
 
-    def objective(trial) -> float:
-        values = {key: _suggest(trial, key, rng) for key, rng in space.items()}
-        callback = PruningCallback(trial, metric if metric != "auto" else "val_metric")
-        try:
-            run = fit(trial_spec(spec, values), out=study_dir / "trials", progress=progress, callbacks=[callback])
-        except NetfitError as err:
-            # A diverged trial (lr too high) fails alone; the study goes on (optimize's catch, below).
-            trial.set_user_attr("error", str(err))
-            raise
-        trial.set_user_attr("run_dir", str(run.run_dir))
-        name = metric if metric != "auto" else metric_name(run.model.task)
-        trial.set_user_attr("metric", name)
-        if callback.pruned:
-            raise optuna.TrialPruned(f"trial {trial.number} pruned")
-        return float(run.metrics[name])
-
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    remaining = wanted - len(study.get_trials(deepcopy=False, states=finished))
+    remaining = wanted - len(study.get_trials(deepcopy=False, states=_finished(optuna)))
     if remaining > 0:
-        before = len(study.get_trials(deepcopy=False))
-        study.optimize(objective, n_trials=remaining, catch=(NetfitError,))
-        ran = study.get_trials(deepcopy=False)[before:]
-        if ran and all(t.state == optuna.trial.TrialState.FAIL for t in ran):
+        job = {"spec": spec.to_dict(), "study_dir": str(study_dir), "study_name": study_name, "storage": storage,
+               "heartbeat": heartbeat, "pruner": pruner, "wanted": wanted, "first": first, "budget": remaining}
+        if workers == 1:
+            _work(job, study, progress, optuna)
+        else:
+            _run_workers(job, workers, study, progress, optuna)
+        ran = study.get_trials(deepcopy=False)[first:]
+        if ran and all(t.state == optuna.trial.TrialState.FAIL and "error" in t.user_attrs for t in ran) \
+                and not any(t.user_attrs.get("died") for t in ran):
             # Every trial failing is the spec's problem (missing data, say), not bad luck: say it once.
-            raise NetfitError(f"every trial failed; trial {ran[0].number}: {ran[0].user_attrs.get('error', 'failed')}")
+            raise NetfitError(f"every trial failed; trial {ran[0].number}: {ran[0].user_attrs['error']}")
     result = _summarise(study, spec, space, study_dir, metric, direction, optuna)
     _write_study_report(result, space, Progress(progress))
     return result
@@ -264,19 +272,331 @@ def _write_study_report(result: TuneResult, space: dict[str, TuneRange], reporte
         reporter.note(f"netfit: warning: the study is saved, but its report was not written ({err})")
 
 
-def _fail_stale(study: Any, optuna: Any) -> None:
-    # A trial still RUNNING when a study opens was left by a process that died (netfit runs one worker
-    # per study), so it will never finish: mark it failed, or it would be counted as running forever.
-    # Several workers on one study would need Optuna's heartbeat instead, which journal storage lacks.
+def _finished(optuna: Any) -> tuple:
+    return (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def _open_storage(url: str | None, study_dir: Path | None, heartbeat: int, optuna: Any) -> Any:
+    """The study's storage: the journal file in ``study_dir``, or the database ``url`` names, connected now."""
+    if url is None:
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(str(study_dir / _JOURNAL_FILE)))
+    import sqlalchemy.exc
+
+    shown = _storage_note(url)["storage"]
+    password = urlsplit(url).password if "://" in url else None
+    try:
+        # A database study may have workers on several machines, where a process id says nothing: Optuna's
+        # heartbeat (a timestamp per running trial, renewed every `heartbeat` seconds) is what tells a live
+        # trial from one whose process died, on any machine.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since Optuna 2.9
+            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat, grace_period=3 * heartbeat)
+    except ImportError as err:
+        why = (f"its database driver is not installed ({err.__cause__ or err}); for postgresql:// run pip install "
+               "'netfit[tune-postgres]', for another database install the driver SQLAlchemy uses for it")
+    except sqlalchemy.exc.NoSuchModuleError:
+        why = (f"unknown database kind {url.partition('://')[0]!r}; use e.g. postgresql://USER:PASSWORD@HOST/DB "
+               "or sqlite:///FILE.db")
+    except sqlalchemy.exc.ArgumentError:
+        why = "not a database URL; use e.g. postgresql://USER:PASSWORD@HOST/DB or sqlite:///FILE.db"
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        detail = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+        if password:
+            detail = detail.replace(password, "***")  # drivers should not echo it; in case one does
+        why = f"cannot reach the database ({detail}); check the host, port, user and database name"
+    raise NetfitError(f"--storage {shown}: {why}")
+
+
+def _baseline(spec: Spec, space: dict[str, TuneRange]) -> dict[str, Any] | None:
+    """The spec's own values as Optuna params, or None when any of them lies outside the space."""
+    params = {}
+    for key, rng in space.items():
+        value: Any = spec.to_dict()
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if rng.choices is not None:
+            if value not in rng.choices:
+                return None
+            params[key] = json.dumps(value) if _as_json(rng) else value
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not rng.low <= value <= rng.high \
+                or (rng.int and value != int(value)):
+            return None
+        else:
+            params[key] = int(value) if rng.int else float(value)
+    return params
+
+
+# ----------------------------------------------------------------------------- running trials
+
+
+def _work(job: dict[str, Any], study: Any, progress: ProgressTarget, optuna: Any) -> None:
+    """Run trials one at a time until the study holds ``job["wanted"]`` finished trials.
+
+    A trial that fails with an error counts against this session's budget (the trials still missing
+    when it began), so a spec whose trials all fail stops; one whose process died does not, and is
+    run again. When the trials other workers are running would reach the count, this worker waits
+    for them rather than start a trial too many; two workers deciding at the same moment can still
+    both start one, so a study ends with at most ``workers - 1`` finished trials above the count.
+    """
+    running = optuna.trial.TrialState.RUNNING
+    objective = _objective(spec_from_dict(job["spec"], source="tune"), Path(job["study_dir"]), progress, optuna)
+    while True:
+        _fail_stale(study, optuna, at_open=False)
+        trials = study.get_trials(deepcopy=False)
+        finished = sum(t.state in _finished(optuna) for t in trials)
+        spent = sum(not (t.state == optuna.trial.TrialState.FAIL and ("error" not in t.user_attrs
+                                                                       or t.user_attrs.get("died")))
+                    for t in trials[job["first"]:])
+        # Only trials a netfit worker owns can still finish; one left by a bare ask() never will.
+        in_flight = sum(t.state == running and "worker" in t.user_attrs for t in trials)
+        if finished >= job["wanted"] or spent >= job["budget"]:
+            return
+        if finished + in_flight >= job["wanted"]:
+            time.sleep(0.5)  # another worker's trial may yet fail, or its worker die: look again
+            continue
+        study.optimize(objective, n_trials=1, catch=(NetfitError,), callbacks=[_trial_line(progress)])
+
+
+def _objective(spec: Spec, study_dir: Path, progress: ProgressTarget, optuna: Any):
+    from .api import fit
+
+    space, metric = spec.tune.space, spec.tune.metric
+
+    def objective(trial) -> float:
+        # Who runs this trial, so that another process can tell a live trial from one whose process died.
+        trial.set_user_attr("worker", _this_process())
+        values = {key: _suggest(trial, key, rng) for key, rng in space.items()}
+        what = " (the spec as written)" if trial.user_attrs.get("baseline") else ""
+        _say(progress, f"trial {trial.number}{what}: " + ", ".join(f"{k}={json.dumps(v)}" for k, v in values.items()))
+        callback = PruningCallback(trial, metric if metric != "auto" else "val_metric")
+        try:
+            run = fit(trial_spec(spec, values), out=study_dir / "trials", progress=progress, callbacks=[callback])
+        except NetfitError as err:
+            # A diverged trial (lr too high) fails alone; the study goes on (optimize's catch).
+            trial.set_user_attr("error", str(err))
+            raise
+        trial.set_user_attr("run_dir", str(run.run_dir))
+        name = metric if metric != "auto" else metric_name(run.model.task)
+        trial.set_user_attr("metric", name)
+        if callback.pruned:
+            raise optuna.TrialPruned(f"trial {trial.number} pruned")
+        return float(run.metrics[name])
+
+    return objective
+
+
+def _trial_line(progress: ProgressTarget):
+    def line(study: Any, trial: Any) -> None:
+        figure = "" if trial.value is None else f" {trial.user_attrs.get('metric', 'value')} {trial.value:.4f}"
+        error = f": {trial.user_attrs['error']}" if "error" in trial.user_attrs else ""
+        _say(progress, f"trial {trial.number} {trial.state.name.lower()}{figure}{error}")
+
+    return line
+
+
+def _say(progress: ProgressTarget, line: str) -> None:
+    if progress == "logging":
+        from .progress import LOGGER
+
+        LOGGER.info(line)
+    elif progress is not None:
+        print(line, file=progress, flush=True)
+
+
+def _run_workers(job: dict[str, Any], count: int, study: Any, progress: ProgressTarget, optuna: Any) -> None:
+    """Run ``count`` worker processes on the study and wait for them; SIGINT or SIGTERM stops them all.
+
+    Workers are separate Python processes (not threads: a trial holds the GIL between torch calls),
+    each given its own share of this process's cores, so ``fit`` gives each as many torch threads
+    as it has cores. A worker that dies (killed, out of memory) leaves its trial to be failed by the
+    others, which carry on to the count; the study fails only when every worker is gone before it.
+    """
+    import subprocess
+
+    from .errors import TrainingInterrupted
+    from .signals import EXIT_CODES, stop_on_signals
+
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    env = dict(os.environ)
+    # The workers import this very netfit, wherever it was imported from.
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1])]
+                                        + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    procs, relays, lock = [], [], threading.Lock()
+    try:
+        for i in range(count):
+            share = cores[i * len(cores) // count:(i + 1) * len(cores) // count] or [cores[i % len(cores)]]
+            proc = subprocess.Popen(
+                [sys.executable, "-u", "-c", "from netfit.tuning import _worker_main; _worker_main()"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE if progress is not None else subprocess.DEVNULL,
+                env=env, start_new_session=True,  # a Ctrl-C reaches this process, which stops them in order
+                preexec_fn=_die_with_parent)
+            # The job goes through stdin, not the command line, where `ps` would show a storage password.
+            proc.stdin.write(pickle.dumps({**job, "index": i, "cores": share, "quiet": progress is None}))
+            proc.stdin.close()
+            procs.append(proc)
+            if progress is not None:
+                relay = threading.Thread(target=_relay, args=(proc.stdout, f"[worker {i + 1}] ", progress, lock),
+                                         daemon=True)
+                relay.start()
+                relays.append(relay)
+        with stop_on_signals() as stop:
+            stopping_since, seen_dead = None, set()
+            while any(p.poll() is None for p in procs):
+                dead_now = {i for i, p in enumerate(procs) if p.returncode not in (None, 0)} - seen_dead
+                if dead_now and stopping_since is None:
+                    _fail_stale(study, optuna, at_open=False)  # now, not when a busy worker next looks
+                    seen_dead |= dead_now
+                if stop.requested and stopping_since is None:
+                    stopping_since = time.monotonic()
+                    for p in procs:
+                        if p.poll() is None:
+                            p.terminate()  # each worker's fit writes a checkpoint, fails its trial, exits
+                if stopping_since is not None and time.monotonic() - stopping_since > 60:
+                    break  # the finally below kills what is left
+                time.sleep(0.2)
+            if stop.requested:
+                raise TrainingInterrupted(f"tune stopped by {stop.name}; continue with --resume {job['study_dir']}",
+                                          EXIT_CODES[stop.signum])
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        for relay in relays:
+            relay.join(timeout=5)
+    _fail_stale(study, optuna, at_open=False)  # the trials of workers that died last
+    dead = [p.returncode for p in procs if p.returncode != 0]
+    finished = len(study.get_trials(deepcopy=False, states=_finished(optuna)))
+    if dead and finished < job["wanted"]:
+        raise NetfitError(f"{len(dead)} of {count} workers died (exit codes {', '.join(map(str, dead))}) with "
+                          f"{finished} of {job['wanted']} trials finished; see the messages above, then continue with "
+                          f"--resume {job['study_dir']}")
+
+
+def _relay(stream: Any, prefix: str, progress: ProgressTarget, lock: threading.Lock) -> None:
+    # One thread per worker, so that a quiet worker never holds up another's lines.
+    for raw in stream:
+        with lock:
+            _say(progress, prefix + raw.decode(errors="replace").rstrip("\n"))
+
+
+def _die_with_parent() -> None:
+    # Runs in the new worker before Python starts: on Linux the kernel sends it SIGTERM when the tune
+    # process dies, even by SIGKILL, so no worker outlives it. Elsewhere workers end with the study.
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
+def _worker_main() -> None:
+    """A worker process: reads its job from stdin and runs trials until the study is done."""
+    import torch
+
+    from .errors import TrainingInterrupted
+
+    job = pickle.load(sys.stdin.buffer)
+
+    def stop(signum, frame):
+        # The tune process asks its workers to stop with SIGTERM. Inside fit, fit's own handler takes it
+        # (checkpoint, then TrainingInterrupted); anywhere else this one: Optuna fails the trial, we exit.
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, job["cores"])  # fit gives torch one thread per core this process may use
+    torch.set_num_threads(len(job["cores"]))
+    optuna = _import_optuna()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    spec = spec_from_dict(job["spec"], source="tune")
+    try:
+        storage = _open_storage(job["storage"], Path(job["study_dir"]), job["heartbeat"], optuna)
+        # Each worker its own seed: with one seed, workers that see the same finished trials propose the same values.
+        study = optuna.load_study(
+            study_name=job["study_name"], storage=storage,
+            sampler=optuna.samplers.TPESampler(seed=spec.train.seed + job["index"]),
+            pruner=job["pruner"] if job["pruner"] is not None else optuna.pruners.MedianPruner(n_startup_trials=2))
+        _work(job, study, None if job["quiet"] else sys.stdout, optuna)
+    except TrainingInterrupted as interrupted:  # SIGTERM from the tune process: the trial is failed, exit quietly
+        sys.exit(interrupted.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(143)
+    except NetfitError as err:  # the database gone away, say: one line, as the CLI would print it
+        print(f"netfit: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+# ----------------------------------------------------------------------------- trials whose process died
+
+
+def _this_process() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid(), "started": _started(os.getpid())}
+
+
+def _started(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot), or None when it is gone or exited.
+
+    A pid alone can be reused by a later process; pid and start time together name one process.
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # after "(comm)", which may hold spaces: state is field 3
+    return None if fields[0] in ("Z", "X") else fields[19]  # a zombie has exited; field 22 is starttime
+
+
+def _alive(owner: dict[str, Any]) -> bool:
+    if Path("/proc/self/stat").exists():
+        return owner.get("started") is not None and _started(owner["pid"]) == owner["started"]
+    try:
+        os.kill(owner["pid"], 0)  # no /proc (macOS): existence only
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _fail_stale(study: Any, optuna: Any, at_open: bool) -> None:
+    """Mark FAIL the RUNNING trials whose process died, so they are neither waited for nor counted.
+
+    Database storage: Optuna's heartbeat decides (see ``_open_storage``). Journal file (one machine):
+    a trial records its host, pid and process start time when it starts, and a trial of this host
+    whose process is gone is failed. A trial with no record yet is failed only when the study opens,
+    before this tune starts any worker: later it may be a live worker's trial a moment after it began.
+    """
+    from optuna.storages.journal import JournalStorage
+
+    if not isinstance(study._storage, JournalStorage):  # a database (Optuna wraps RDBStorage in a cache)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # stable since Optuna 2.9
+            optuna.storages.fail_stale_trials(study)
+        return
+    host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        owner = t.user_attrs.get("worker")
+        if owner is None and at_open:
+            why = "its process stopped before it began training"
+        elif owner is not None and owner["host"] == host and not _alive(owner):
+            why = f"its process (pid {owner['pid']}) died mid-trial"
+        else:
+            continue  # alive, or on another host, where this process cannot tell
+        try:
+            study._storage.set_trial_user_attr(t._trial_id, "error", why)
+            study._storage.set_trial_user_attr(t._trial_id, "died", True)
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass  # another worker marked it first
 
 
 def _summarise(study: Any, spec: Spec, space: dict[str, TuneRange], study_dir: Path, metric: str, direction: str,
                optuna: Any) -> TuneResult:
     rows = [{"number": t.number, "state": t.state.name.lower(), "value": t.value,
              "params": _decode(t.params, space), "run_dir": t.user_attrs.get("run_dir"),
-             "error": t.user_attrs.get("error")}
+             "error": t.user_attrs.get("error") or _stopped(t, optuna), "baseline": bool(t.user_attrs.get("baseline"))}
             for t in study.get_trials(deepcopy=False)]
     named = [t.user_attrs["metric"] for t in study.get_trials(deepcopy=False) if "metric" in t.user_attrs]
     result = TuneResult(study_dir, study.study_name, named[0] if named else metric, direction, rows)
@@ -290,6 +610,11 @@ def _summarise(study: Any, spec: Spec, space: dict[str, TuneRange], study_dir: P
     return result
 
 
+def _stopped(trial: Any, optuna: Any) -> str | None:
+    # A failed trial with no error of its own was stopped from outside: a signal, or a lost heartbeat.
+    return "stopped mid-trial" if trial.state == optuna.trial.TrialState.FAIL else None
+
+
 def summary_table(result: TuneResult) -> str:
     """The trials as a fixed-width table, best marked with ``*``."""
     lines = [f"{'trial':>5}  {'state':<8}  {result.metric:>12}  params"]
@@ -300,5 +625,6 @@ def summary_table(result: TuneResult) -> str:
         params = ", ".join(f"{k}={json.dumps(v)}" for k, v in r["params"].items())
         mark = "*" if r["number"] == best_number else " "
         error = f"  ({r['error']})" if r.get("error") else ""
-        lines.append(f"{r['number']:>4}{mark}  {r['state']:<8}  {value:>12}  {params}{error}")
+        written = "  (the spec as written)" if r.get("baseline") else ""
+        lines.append(f"{r['number']:>4}{mark}  {r['state']:<8}  {value:>12}  {params}{written}{error}")
     return "\n".join(lines)
