@@ -433,6 +433,8 @@ def _run_workers(job: dict[str, Any], count: int, study: Any, progress: Progress
                 env=env, start_new_session=True,  # a Ctrl-C reaches this process, which stops them in order
                 preexec_fn=_die_with_parent)
             # The job goes through stdin, not the command line, where `ps` would show a storage password.
+            # Pickled because it carries the caller's pruner object; the bytes only ever travel this pipe
+            # from this process to its own child, never through a file another person could write.
             proc.stdin.write(pickle.dumps({**job, "index": i, "cores": share, "quiet": progress is None}))
             proc.stdin.close()
             procs.append(proc)
