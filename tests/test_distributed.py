@@ -207,3 +207,23 @@ def test_a_rank_that_fails_ends_the_job_with_its_message(tmp_path):
     assert took < 60, f"the job took {took:.0f} s to end"
     # Nothing worth keeping was written: no run folder is left behind.
     assert not [p for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")]
+
+
+def test_early_stopping_and_r2_agree_with_one_process(tmp_path):
+    # Regression (R^2 from all-reduced squared errors) with early stopping, decided on every rank alike.
+    config = Path(__file__).parents[1] / "configs" / "regression-mlp.toml"
+    runs = {}
+    for processes in (None, 2):
+        out = tmp_path / f"out-{processes}"
+        done = _run(processes, config, "--set", "train.device=cpu", "--out", out, "--quiet")
+        assert done.returncode == 0, done.stderr
+        runs[processes] = _run_dir(out)
+    one, two = (json.loads((runs[p] / "run.json").read_text()) for p in (None, 2))
+    assert two["training"]["stopped_early"] and one["training"]["stopped_early"]
+    assert two["training"]["best_epoch"] == one["training"]["best_epoch"]
+    assert two["training"]["epochs_run"] == one["training"]["epochs_run"] < 100
+    for key, value in one["metrics"].items():
+        assert two["metrics"][key] == pytest.approx(value, rel=1e-4), key
+    for got, want in zip(_metrics(runs[2]), _metrics(runs[None])):  # each epoch's figures, from sharded sums
+        for key in ("train_loss", "val_loss", "val_r2"):
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), (key, got["epoch"])
