@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
@@ -202,8 +203,6 @@ class AgreedStop:
 
     @property
     def name(self) -> str:
-        import signal
-
         return signal.Signals(self.signum).name if self.signum is not None else ""
 
     def poll(self, done: int) -> bool:
@@ -253,8 +252,9 @@ def joined() -> Iterator[Ranks]:
         if not _lost_contact(err):
             raise
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise NetfitError(f"another process of this job stopped or stopped answering ({first}); its own message "
-                          f"says why (a wait for it is bounded by {TIMEOUT_ENV}, now {_timeout().seconds} s)") from None
+        raise NetfitError(f"another process of this job stopped or stopped answering ({first}); a process that "
+                          f"failed printed why; a wait for one is bounded by {TIMEOUT_ENV} (now {_timeout().seconds} s)"
+                          ) from None
     finally:
         if owned:
             dist.destroy_process_group()
