@@ -19,6 +19,7 @@ Without torchrun, :class:`Ranks` is one process and nothing here costs anything.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import signal
 from contextlib import contextmanager
@@ -257,6 +258,10 @@ def joined() -> Iterator[Ranks]:
                           ) from None
     finally:
         if owned:
+            # DDP's reducer (and the futures of its gradient hook) must go while the group and the
+            # interpreter are alive: left to interpreter shutdown, gloo can abort the process
+            # ("terminate called without an active exception", seen once under load).
+            gc.collect()
             dist.destroy_process_group()
 
 
