@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything that needs a CUDA GPU, in one call: the engine tests in tests/gpu (graph against
-# eager, capture fallback, bf16, device memory) and the benchmarks whose GPU figures are
+# eager, capture fallback, bf16, device memory; torchrun on NCCL, whose 2-GPU check is skipped
+# on a machine with fewer than 2 GPUs) and the benchmarks whose GPU figures are
 # recorded in docs/benchmarks.md. Needs netfit importable (pip install -e . or PYTHONPATH=src)
 # and Fashion-MNIST's IDX files (NETFIT_DATA_DIR or /usr/share/datasets/fashion-mnist).
 # Usage: scripts/gpu-checks.sh [tests|bench|all] [OUTDIR]

@@ -1,5 +1,7 @@
 """A user's own nn.Module, written as the tutorials write it (tests name it in model.module)."""
 
+import os
+
 import torch
 from torch import nn
 
@@ -69,4 +71,20 @@ class SigmoidNet(nn.Module):
         self.body = nn.Sequential(nn.Linear(inputs, 16), nn.ReLU(), nn.Linear(16, 1), nn.Sigmoid())
 
     def forward(self, x):
+        return self.body(x)
+
+
+class CrashOnRank(nn.Module):
+    """A small MLP that raises on one rank of a torchrun job at its ``at``-th training call (test_distributed)."""
+
+    def __init__(self, inputs: int = 64, classes: int = 10, rank: int = 1, at: int = 5):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(inputs, 16), nn.ReLU(), nn.Linear(16, classes))
+        self.rank, self.at, self.calls = rank, at, 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at and os.environ.get("RANK") == str(self.rank):
+                raise RuntimeError(f"CrashOnRank: rank {self.rank} fails at training call {self.at}")
         return self.body(x)

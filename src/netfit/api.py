@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -14,11 +14,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import Checkpoint, Checkpointer, data_hash, list_checkpoints, verify_checkpoints
+from .checkpoint import Checkpoint, Checkpointer, FollowerCheckpoints, data_hash, list_checkpoints, verify_checkpoints
+from .distributed import Ranks, joined
 from .engines import engine_name
 from .errors import NetfitError
 from .loggers import check_loggers, loggers_for
 from .model import build_network, count_parameters
+from .probe import has_batchnorm
 from .optim import build_optimizer
 from .prepare import resolve_widths
 from .splits import PreparedData
@@ -54,12 +56,15 @@ class Run:
 
 
 @contextmanager
-def _cpu_threads(device: torch.device):
-    """One intra-op thread per core this process may use, for the run only (restored after)."""
+def _cpu_threads(device: torch.device, processes: int = 1):
+    """One intra-op thread per core this process may use, for the run only (restored after).
+
+    ``processes`` on one machine (torchrun's ranks) share its cores.
+    """
     before = torch.get_num_threads()
     if device.type == "cpu":
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        torch.set_num_threads(max(1, cores))
+        torch.set_num_threads(max(1, cores // processes))
     try:
         yield
     finally:
@@ -105,7 +110,9 @@ def fit(spec: Spec | dict[str, Any] | str | Path, X: Any = None, y: Any = None, 
     if out_dir is not None and (run := enclosing_run(out_dir)) is not None:
         raise NetfitError(f"--out {out_dir} is inside run folder {str(run)!r}; a run never holds another: "
                           "choose a folder of runs outside it (the default is runs/)")
-    return _train(spec, X, y, out_dir, None, None, progress, _hooks(on_epoch_end, callbacks, progress))
+    hooks = _hooks(on_epoch_end, callbacks, progress)
+    with joined() as ranks:  # under torchrun: one run, this process one of its ranks
+        return _train(spec, X, y, out_dir, None, None, progress, hooks, ranks=ranks)
 
 
 def resume(run_dir: str | Path, X: Any = None, y: Any = None, *, epochs: int | None = None,
@@ -127,52 +134,62 @@ def resume(run_dir: str | Path, X: Any = None, y: Any = None, *, epochs: int | N
     which names the module) given, or with ``trust_module=True`` (import what the run names).
     """
     run_dir = Path(run_dir)
+    # Under torchrun rank 0 checks and reads the run (holding its lock) and hands the checkpoint to every rank.
+    with joined() as ranks, ExitStack() as lock:
+        wanted, checkpoint = ranks.from_leader(lambda: _resume_point(run_dir, lock, epochs, lr, spec, data_dir))
+        hooks = _hooks(on_epoch_end, callbacks, progress)
+        # A spec the user gave names the module too (it was checked equal to the run's above).
+        module = custom_module(wanted, module, trust_module or spec is not None, run_dir, "resuming")
+        return _train(wanted, X, y, None, run_dir, checkpoint, progress, hooks, module, ranks)
+
+
+def _resume_point(run_dir: Path, lock: ExitStack, epochs: int | None, lr: float | None,
+                  spec: Spec | dict[str, Any] | str | Path | None,
+                  data_dir: str | Path | None) -> tuple[Spec, Checkpoint]:
+    """The spec to train on and the checkpoint to resume from, after every check; takes the run's lock."""
     if not run_dir.is_dir():
         raise NetfitError(f"run {str(run_dir)!r} does not exist or is not a folder; pass a run folder to resume")
     if enclosing_run(run_dir) != run_dir.absolute():
         raise NetfitError(f"{str(run_dir)!r} is not a netfit run folder (it has no run-id.json, run.json or "
                           "checkpoints/); pass the folder `netfit train` created")
     # Locked before anything is read: another process may be writing the checkpoints read here.
-    with run_lock(run_dir):
-        finished = is_finished(run_dir)
-        # Every file is verified before any is used; a finished run's final files are checked too.
-        verified = read_run(run_dir).checkpoints if finished else verify_checkpoints(run_dir)
-        resumable = [c for c in verified if c.body["kind"] == "resume"]
-        if not resumable:
-            raise NetfitError(f"run {str(run_dir)!r} has no checkpoint to resume from; train it again")
-        checkpoint = resumable[-1]
-        run_spec = checkpoint.spec
-        changes: dict[str, Any] = {}
-        if epochs is not None:
-            changes["epochs"] = epochs
-        if lr is not None:
-            changes["lr"] = lr
-        raw = run_spec.to_dict()
-        raw["train"].update(changes)
-        if data_dir is not None:
-            raw["data"]["data_dir"] = str(data_dir)
-        wanted = spec_from_dict(raw, source="the run's spec with the changes asked for")
-        if spec is not None:
-            differences = _differences(_comparable(with_absolute_paths(as_spec(spec))), _comparable(wanted))
-            if differences:
-                raise NetfitError(f"the spec given disagrees with run {str(run_dir)!r} at {', '.join(differences[:5])}; "
-                                  "a resume keeps the run's spec (only train.epochs and train.lr may change, with "
-                                  "--set): drop the spec argument, or start a new run")
-        state = checkpoint.training_state()
-        # A run whose training ended but whose final files were never written (killed in between) is
-        # finished by its resume, without training; a finished one needs more epochs to go on.
-        if state.stopped_early and finished:
-            raise NetfitError(f"run {str(run_dir)!r} stopped early at epoch {state.epochs_done}; there is nothing "
-                              "to resume (start a new run to train it differently)")
-        done_training = state.stopped_early or state.epochs_done == wanted.train.epochs
-        if state.epochs_done > wanted.train.epochs or (finished and done_training):
-            raise NetfitError(f"run {str(run_dir)!r} has already trained {state.epochs_done} epochs of "
-                              f"{run_spec.train.epochs}; pass --set train.epochs=N with N > {state.epochs_done} "
-                              "to train it further")
-        # A spec the user gave names the module too (it was checked equal to the run's above).
-        module = custom_module(wanted, module, trust_module or spec is not None, run_dir, "resuming")
-        return _train(wanted, X, y, None, run_dir, checkpoint, progress, _hooks(on_epoch_end, callbacks, progress),
-                      module)
+    lock.enter_context(run_lock(run_dir))
+    finished = is_finished(run_dir)
+    # Every file is verified before any is used; a finished run's final files are checked too.
+    verified = read_run(run_dir).checkpoints if finished else verify_checkpoints(run_dir)
+    resumable = [c for c in verified if c.body["kind"] == "resume"]
+    if not resumable:
+        raise NetfitError(f"run {str(run_dir)!r} has no checkpoint to resume from; train it again")
+    checkpoint = resumable[-1]
+    run_spec = checkpoint.spec
+    changes: dict[str, Any] = {}
+    if epochs is not None:
+        changes["epochs"] = epochs
+    if lr is not None:
+        changes["lr"] = lr
+    raw = run_spec.to_dict()
+    raw["train"].update(changes)
+    if data_dir is not None:
+        raw["data"]["data_dir"] = str(data_dir)
+    wanted = spec_from_dict(raw, source="the run's spec with the changes asked for")
+    if spec is not None:
+        differences = _differences(_comparable(with_absolute_paths(as_spec(spec))), _comparable(wanted))
+        if differences:
+            raise NetfitError(f"the spec given disagrees with run {str(run_dir)!r} at {', '.join(differences[:5])}; "
+                              "a resume keeps the run's spec (only train.epochs and train.lr may change, with "
+                              "--set): drop the spec argument, or start a new run")
+    state = checkpoint.training_state()
+    # A run whose training ended but whose final files were never written (killed in between) is
+    # finished by its resume, without training; a finished one needs more epochs to go on.
+    if state.stopped_early and finished:
+        raise NetfitError(f"run {str(run_dir)!r} stopped early at epoch {state.epochs_done}; there is nothing "
+                          "to resume (start a new run to train it differently)")
+    done_training = state.stopped_early or state.epochs_done == wanted.train.epochs
+    if state.epochs_done > wanted.train.epochs or (finished and done_training):
+        raise NetfitError(f"run {str(run_dir)!r} has already trained {state.epochs_done} epochs of "
+                          f"{run_spec.train.epochs}; pass --set train.epochs=N with N > {state.epochs_done} "
+                          "to train it further")
+    return wanted, checkpoint
 
 
 def _hooks(on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None,
@@ -186,14 +203,17 @@ def _hooks(on_epoch_end: Callable[[EpochRecord, nn.Module], None] | None,
 
 
 def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | None, checkpoint: Checkpoint | None,
-           progress: ProgressTarget, callbacks: list[Callback], module: type[nn.Module] | None = None) -> Run:
+           progress: ProgressTarget, callbacks: list[Callback], module: type[nn.Module] | None = None,
+           ranks: Ranks = Ranks()) -> Run:
+    """Train and save one run; under torchrun every rank trains, and rank 0 alone prints and writes files."""
     check_loggers(spec)  # a missing package is named before any data is read
     start = start_training(spec, X, y, module)
     device, data, network, loss_fn, autocast_dtype = (start.device, start.data, start.network, start.loss_fn,
                                                       start.autocast_dtype)
     prep = data.preparation
-    reporter = Progress(progress)
-    keeps_files = out_dir is not None or run_dir is not None
+    reporter = Progress(progress if ranks.leader else None)
+    # Hashed for the checkpoints, and under torchrun to check that every rank holds the same rows.
+    keeps_files = out_dir is not None or run_dir is not None or ranks.many
     streamed = data.train.X if isinstance(data.train.X, StreamedRows) else None
     if streamed is not None:
         reporter.note(streamed.note)
@@ -204,6 +224,8 @@ def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | Non
     if checkpoint is not None and checkpoint.body["data_sha256"] != data_sha256:
         raise NetfitError(f"the training rows differ from those run {str(run_dir)!r} was trained on; a resume "
                           "needs the same data (same files, same data.* settings)")
+    if ranks.many:
+        _check_ranks_agree(ranks, spec, data, network, data_sha256)
 
     engine = engine_name(spec.train.engine, device, autocast_dtype)
     optimizer = build_optimizer(network.parameters(), spec.train.optimizer, spec.train.lr,
@@ -216,38 +238,58 @@ def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | Non
         reporter.note(f"netfit: columns: {prep.encoder.describe()}")
     if checkpoint is not None:
         reporter.note(f"netfit: resuming from {checkpoint.path}")
+    if ranks.job:
+        reporter.note(f"netfit: {ranks.size} processes ({ranks.backend(device)}), each stepping on its part of "
+                      f"every batch of {min(spec.train.batch_size, len(data.train))} rows; rank 0 writes the run")
 
     created = run_dir is None and out_dir is not None
-    if created:
-        run_dir = create_run_dir(out_dir, f"{_slug(prep.dataset)}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if created:  # by rank 0; the other ranks learn its name (for their messages)
+        run_dir = ranks.from_leader(
+            lambda: create_run_dir(out_dir, f"{_slug(prep.dataset)}-{time.strftime('%Y%m%d-%H%M%S')}"))
     checkpoints = None
     if run_dir is not None:
-        full, rest = steps_per_epoch(len(data.train), spec.train.batch_size)
-        checkpoints = Checkpointer(run_dir, spec, data_sha256, full + (rest > 0), resuming=checkpoint)
-    with run_lock(run_dir) if created else nullcontext():  # a resume took the lock before reading the run
-        if checkpoints is not None:
+        full, rest = steps_per_epoch(len(data.train), spec.train.batch_size, ranks.size)
+        checkpoints = ranks.from_leader(lambda: Checkpointer(run_dir, spec, data_sha256, full + (rest > 0),
+                                                             resuming=checkpoint), share=False)
+        checkpoints = checkpoints or FollowerCheckpoints(run_dir, spec)
+    # A resume took the lock before reading the run.
+    with run_lock(run_dir) if created and ranks.leader else nullcontext():
+        if ranks.leader and checkpoints is not None:
             checkpoints.clear_leftovers()
         try:
-            with _cpu_threads(device):
+            with _cpu_threads(device, ranks.local_size):
                 training = Training(network, loss_fn, optimizer, data.train, data.val, spec, prep.task, device,
-                                    autocast_dtype, engine, run_dir, prep.classes)
-                history = fit_network(training, [*callbacks, *loggers_for(spec, run_dir)], progress=reporter,
-                                      checkpoints=checkpoints,
+                                    autocast_dtype, engine, run_dir, prep.classes, ranks=ranks)
+                logs = loggers_for(spec, run_dir) if ranks.leader else []
+                history = fit_network(training, [*callbacks, *logs], progress=reporter, checkpoints=checkpoints,
                                       resume=checkpoint)
                 model = TrainedModel(network, spec, prep)
+                if not ranks.leader:  # rank 0 evaluates, saves and reports the run
+                    return Run(None, spec, {}, history, model)
                 metrics = _final_metrics(model, loss_fn, data, history, device)
         except BaseException:
-            if created and not list_checkpoints(run_dir) and not (run_dir / "checkpoints" / "best").is_dir():
+            if created and ranks.leader and not list_checkpoints(run_dir) \
+                    and not (run_dir / "checkpoints" / "best").is_dir():
                 remove_tree(run_dir)  # nothing worth keeping was written: leave no empty run behind
             raise
         model.metrics = metrics
         if run_dir is not None:
             rows = {"train": len(data.train), "validation": len(data.val) if data.val else 0,
                     "test": len(data.test) if data.test else 0}
-            finish_run(run_dir, network, spec, prep, history, metrics, str(device), rows)
+            processes = {"world_size": ranks.size, "backend": ranks.backend(device)} if ranks.job else None
+            finish_run(run_dir, network, spec, prep, history, metrics, str(device), rows, processes)
             model.run_dir = run_dir
             _write_report(run_dir, model, data, reporter)
     return Run(run_dir, spec, metrics, history, model)
+
+
+def _check_ranks_agree(ranks: Ranks, spec: Spec, data: PreparedData, network: nn.Module, data_sha256: str) -> None:
+    """What several ranks need before their first step: the same rows, and enough of them in each batch."""
+    ranks.check_same(data_sha256, "the training rows")
+    ranks.check_batch(spec.train.batch_size, len(data.train), has_batchnorm(network))
+    if spec.train.on_nonfinite == "skip_step":
+        raise NetfitError("train.on_nonfinite = \"skip_step\" decides on each rank's own loss, which several "
+                          "processes could decide differently; use \"stop\" (the default) under torchrun")
 
 
 def _write_report(run_dir: Path, model: TrainedModel, data: PreparedData, reporter: Progress) -> None:

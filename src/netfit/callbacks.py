@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import torch
 from torch import nn
 
+from .distributed import Ranks
 from .history import EpochRecord, History, TrainingState, metric_name
 
 if TYPE_CHECKING:
@@ -52,6 +53,7 @@ class Training:
     run_dir: Path | None = None  # where the run's files go; None when it is not saved
     classes: list[str] | None = None  # class names, index = class id
     say: Callable[[str], None] = print  # one line for the person watching (the loop's progress sets it)
+    ranks: Ranks = field(default_factory=Ranks)  # the processes of a torchrun job; one without torchrun
     # Made by the loop: the shuffle generator and, for fp16, the gradient scaler (checkpoints record both).
     generator: torch.Generator | None = None
     grad_scaler: torch.amp.GradScaler | None = None

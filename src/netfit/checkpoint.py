@@ -53,7 +53,7 @@ from .history import EpochRecord, TrainingState
 from .model import load_weights
 from .version import versions
 
-__all__ = ["CHECKPOINT_FORMAT", "Checkpointer", "Checkpoint", "list_checkpoints",
+__all__ = ["CHECKPOINT_FORMAT", "Checkpointer", "FollowerCheckpoints", "Checkpoint", "list_checkpoints",
            "read_checkpoint", "verify_checkpoints", "spec_hash", "data_hash"]
 
 FOLDER = "checkpoints"
@@ -276,6 +276,26 @@ def _host_rng_states() -> dict[str, Any]:
     name, keys, pos, has_gauss, cached = np.random.get_state()
     return {"python": [version, list(internal), gauss],
             "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+
+
+class FollowerCheckpoints(Callback):
+    """What a rank other than 0 knows of the checkpoints: the same schedule, and nothing written.
+
+    Rank 0's :class:`Checkpointer` writes them; the loop on every other rank takes the same
+    decisions from this one (when to read back, where a signal's checkpoint went).
+    """
+
+    def __init__(self, run_dir: Path, spec: Spec) -> None:
+        self.run_dir, self.spec = Path(run_dir), spec
+
+    @property
+    def latest(self) -> Path | None:
+        return None  # only rank 0's messages name it
+
+    due = Checkpointer.due  # the same schedule, read from the same spec
+
+    def save(self, state: TrainingState, *args: Any, **kwargs: Any) -> Path:
+        return self.run_dir / FOLDER / _checkpoint_name(state)  # where rank 0 writes it
 
 
 # ----------------------------------------------------------------------------- reading

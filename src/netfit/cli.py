@@ -181,12 +181,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()  # here, so that a reader gone away is caught below rather than at exit
         return code
     except TrainingInterrupted as stop:
-        print(f"netfit: {stop}", file=sys.stderr)
+        if _rank() == 0:  # under torchrun every rank stops; rank 0 wrote the checkpoint and says so
+            print(f"netfit: {stop}", file=sys.stderr)
         return stop.exit_code
     except NetfitError as err:
         if debug:
             traceback.print_exc()
-        print(f"netfit: error: {err}", file=sys.stderr)
+        print(f"netfit: {_rank_tag()}error: {err}", file=sys.stderr)
         return EXIT_USER
     except KeyboardInterrupt:
         print("netfit: interrupted", file=sys.stderr)
@@ -209,9 +210,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # a bug in netfit, not the user's input
         if debug:
             traceback.print_exc()
-        print(f"netfit: internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback "
-              "and report it)", file=sys.stderr)
+        print(f"netfit: {_rank_tag()}internal error: {type(err).__name__}: {err} (rerun with --debug for the "
+              "traceback and report it)", file=sys.stderr)
         return EXIT_BUG
+
+
+def _rank() -> int:
+    from .distributed import launched_rank  # here: a command that prints nothing of it does not import torch
+
+    return launched_rank()
+
+
+def _rank_tag() -> str:
+    """Under torchrun with several ranks, which rank a line comes from (every rank prints its own errors)."""
+    from .distributed import launched, launched_rank
+
+    return f"rank {launched_rank()}: " if launched() and int(os.environ["WORLD_SIZE"]) > 1 else ""
 
 
 @contextmanager
@@ -266,6 +280,8 @@ def _train(args: argparse.Namespace) -> int:
         else:
             spec = spec_from_dict(apply_overrides(default_spec_dict(), overrides), source="default spec")
         run = fit(spec, out=args.out or Path("runs"), progress=progress)
+    if _rank() != 0:  # under torchrun rank 0 saved the run and prints it
+        return EXIT_OK
     if args.json:
         prep = run.model.preparation
         print(json.dumps({"run_dir": str(run.run_dir), "task": prep.task, "task_reason": prep.task_reason,

@@ -14,7 +14,7 @@ elsewhere) and falls back to ``eager`` with one line saying why when capture is 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from .splits import Split
 from .registry import Registry
 from .step import train_step
 from .streaming import StreamedEpoch, StreamedRows
+
+if TYPE_CHECKING:
+    from .distributed import BatchShares
 
 __all__ = ["StepPlan", "ENGINES", "choose_engine", "engine_name", "EagerEngine", "CompiledEngine", "GraphEngine"]
 
@@ -50,6 +53,7 @@ class StepPlan:
     grad_scaler: torch.amp.GradScaler | None = None  # fp16 only; it syncs with the host every step
     first_step: int = 0  # steps run before this process started (a resumed run): the index into ``rates``
     skip_nonfinite: bool = False  # skip steps whose loss or gradients are NaN or infinite
+    shares: "BatchShares | None" = None  # several processes: each steps on its slice of every batch
 
     @property
     def steps(self) -> int:
@@ -120,6 +124,15 @@ class EagerEngine:
         return loss_sum, p.steps
 
     def _batches(self, order: torch.Tensor | StreamedEpoch, start: int):
+        p = self.plan
+        if p.shares is None:
+            yield from self._whole_batches(order, start)
+            return
+        for stored, rows in self._whole_batches(order, start):  # every rank draws every batch; it steps on its part
+            part = p.shares.take(len(rows))
+            yield (stored[part] if stored is not None else None), rows[part]
+
+    def _whole_batches(self, order: torch.Tensor | StreamedEpoch, start: int):
         p = self.plan
         if isinstance(order, StreamedEpoch):  # rows read from disk a window at a time, already gathered
             yield from order.batches(start, p.batch_size, p.full_steps, p.rest)
@@ -295,6 +308,9 @@ def choose_engine(name: str, plan: StepPlan, device: torch.device):
     if name == "graph" and isinstance(plan.train.X, StreamedRows):
         return EagerEngine(plan), ("netfit: streamed rows arrive a window at a time from disk, which a CUDA graph "
                                    "cannot replay; running eagerly")
+    if name == "graph" and plan.shares is not None:
+        return EagerEngine(plan), ("netfit: DistributedDataParallel sums gradients from hooks outside the step, "
+                                   "which netfit does not capture in a CUDA graph; running eagerly on each GPU")
     if name == "graph" and plan.skip_nonfinite:
         return EagerEngine(plan), ("netfit: train.on_nonfinite = \"skip_step\" checks every step on the host, "
                                    "which a CUDA graph cannot; running eagerly")

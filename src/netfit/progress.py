@@ -121,7 +121,7 @@ class Progress(Callback):
 
 
 def _steps(training: Training) -> int:
-    full, rest = steps_per_epoch(len(training.train), training.spec.train.batch_size)
+    full, rest = steps_per_epoch(len(training.train), training.spec.train.batch_size, training.ranks.size)
     return full + (rest > 0)
 
 

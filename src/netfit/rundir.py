@@ -136,10 +136,12 @@ def run_lock(run_dir: Path) -> Iterator[None]:
 
 
 def finish_run(run_dir: Path, network: torch.nn.Module, spec: Spec, preparation: Preparation,
-               history: History, metrics: dict[str, float], device: str, rows: dict[str, int]) -> Path:
+               history: History, metrics: dict[str, float], device: str, rows: dict[str, int],
+               processes: dict[str, Any] | None = None) -> Path:
     """Write the final files of a trained run; ``run.json`` last, so the run is whole or unfinished.
 
-    ``rows``: how many rows each part ("train", "validation", "test") had.
+    ``rows``: how many rows each part ("train", "validation", "test") had; ``processes``: the
+    torchrun job's ``world_size`` and ``backend`` (None: one process, not started by torchrun).
     """
     run_id = read_run_id(run_dir)
     try:
@@ -162,7 +164,8 @@ def finish_run(run_dir: Path, network: torch.nn.Module, spec: Spec, preparation:
             "metrics": metrics,
             "training": {"epochs_run": len(history.epochs), "best_epoch": history.best_epoch,
                          "stopped_early": history.stopped_early, "device": device,
-                         "engine": history.engine, "rows": rows},
+                         "engine": history.engine, "rows": rows,
+                         **({"processes": processes} if processes is not None else {})},
             "versions": versions(),
             "files": {name: file_entry(data) for name, data in files.items()},
         }

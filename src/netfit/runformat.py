@@ -105,6 +105,13 @@ class RunIdFile(_Strict):
     created: Text
 
 
+class Processes(_Strict):
+    """The processes that trained a run together under torchrun."""
+
+    world_size: Annotated[int, Field(ge=1, le=1_000_000)]
+    backend: Literal["gloo", "nccl"]
+
+
 class TrainingInfo(_Strict):
     epochs_run: Count
     best_epoch: Epoch | None
@@ -113,6 +120,7 @@ class TrainingInfo(_Strict):
     engine: EngineName
     # Rows in each part ("train", "validation", "test"); runs written before it was recorded lack it.
     rows: dict[Literal["train", "validation", "test"], Count] | None = None
+    processes: Processes | None = None  # a torchrun job's; runs of one plain process lack it
 
     @model_validator(mode="after")
     def _best_was_run(self) -> "TrainingInfo":

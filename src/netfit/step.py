@@ -67,11 +67,12 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
 
 
-def steps_per_epoch(rows: int, batch_size: int) -> tuple[int, int]:
+def steps_per_epoch(rows: int, batch_size: int, processes: int = 1) -> tuple[int, int]:
     """Full batches per epoch and the size of the last, partial one (0 if none is run).
 
-    A trailing batch of one row is dropped: BatchNorm cannot normalise a single row in train mode.
+    A trailing batch with fewer than two rows per process is dropped: BatchNorm cannot normalise
+    a single row in train mode (with one process: a trailing batch of one row).
     """
     batch_size = min(batch_size, rows)
     full, rest = divmod(rows, batch_size)
-    return full, (rest if rest > 1 else 0)
+    return full, (rest if rest >= 2 * processes else 0)

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .callbacks import BestEpoch, Callback, EarlyStopping, Training, watched_metric
+from .distributed import AgreedStop, Ranks
 from .engines import StepPlan, choose_engine
 from .errors import NetfitError, TrainingInterrupted
 from .history import EpochRecord, History, TrainingState
@@ -64,7 +65,8 @@ def fit_network(training: Training, callbacks: Sequence[Callback] = (), *, progr
     loop = _Loop(t, checkpoints, resume, syncs_every_epoch=any(h.syncs_every_epoch for h in hooks))
     for hook in hooks:
         hook.on_run_start(t)
-    with stop_on_signals(enabled=checkpoints is not None) as stop, progress.bar_closed():
+    with stop_on_signals(enabled=checkpoints is not None) as signals, progress.bar_closed():
+        stop = AgreedStop(signals, t.ranks, loop.steps) if t.ranks.many else signals
         last_epoch = t.state.epochs_done if t.state.stopped_early else recipe.epochs  # a resume may only finish
         for epoch in range(t.state.epochs_done + 1, last_epoch + 1):
             for hook in hooks:
@@ -77,18 +79,19 @@ def fit_network(training: Training, callbacks: Sequence[Callback] = (), *, progr
 
             def on_step(done: int) -> bool:
                 progress.advance(done)
-                return stop.requested
+                return stop.poll(done) if t.ranks.many else stop.requested  # several ranks: an agreed step
 
             loss_sum, done = loop.run_epoch(epoch, order, on_step, first)
             timer.stop()
             if done < loop.steps:  # a signal arrived mid-epoch: checkpoint this exact position and stop
                 loop.read_back(hooks, loop.global_step(epoch - 1, done) - 1)
+                # The sync above makes float() free; with several ranks the checkpoint holds all their steps' losses.
                 position = replace(t.state, steps_into_epoch=done, global_step=loop.global_step(epoch - 1, done),
-                                   epoch_loss_sum=float(loss_sum))  # the sync above makes float() free
+                                   epoch_loss_sum=float(t.ranks.sum(loss_sum)))
                 raise _interrupted(stop, loop.checkpoint(position, shuffle_state), epoch, done, loop.steps,
                                    checkpoints)
 
-            val = evaluate_split(t.model, t.loss_fn, t.val, t.task) if t.val is not None else None
+            val = evaluate_split(t.model, t.loss_fn, t.val, t.task, ranks=t.ranks) if t.val is not None else None
             loop.pending.append(_Pending(epoch, loss_sum, val, loop.lr_at_end_of(epoch), timer))
             t.state = replace(t.state, epochs_done=epoch, steps_into_epoch=0, global_step=epoch * loop.steps,
                               epoch_loss_sum=0.0)
@@ -122,10 +125,12 @@ class _Loop:
     def __init__(self, t: Training, checkpoints: "Checkpointer | None", resume: "Checkpoint | None",
                  syncs_every_epoch: bool) -> None:
         recipe = t.spec.train
-        self.t, self.checkpoints, self.syncs_every_epoch = t, checkpoints, syncs_every_epoch
-        t.train = t.train.to(t.device)  # the whole training set lives on the device: no per-batch copies
+        # Read-backs are collectives with several ranks: every rank must read back after the same epochs.
+        self.t, self.checkpoints, self.syncs_every_epoch = t, checkpoints, t.ranks.any(syncs_every_epoch)
+        # The whole training set lives on the device (on every rank's): no per-batch copies.
+        t.train = t.train.to(t.device)
         t.val = t.val.to(t.device) if t.val is not None else None
-        self.full, self.rest = steps_per_epoch(len(t.train), recipe.batch_size)
+        self.full, self.rest = steps_per_epoch(len(t.train), recipe.batch_size, t.ranks.size)
         self.steps = self.full + (self.rest > 0)
         self.rates = lr_table(recipe.schedule, recipe.lr, self.steps, recipe.epochs)
         t.grad_scaler = torch.amp.GradScaler(t.device.type) if t.precision == torch.float16 else None
@@ -136,9 +141,11 @@ class _Loop:
             t.state = resume.training_state()
             t.best_weights = resume.best_weights() if recipe.early_stopping is not None else None
             resume.restore(t.model, t.optimizer, t.generator, t.grad_scaler)
-        self.plan = StepPlan(t.model, t.loss_fn, t.optimizer, t.train, min(recipe.batch_size, len(t.train)),
+        network, shares = t.ranks.wrap(t.model, t.device)  # several ranks: DDP; one: the model itself
+        self.plan = StepPlan(network, t.loss_fn, t.optimizer, t.train, min(recipe.batch_size, len(t.train)),
                              self.full, self.rest, self.rates, recipe.clip_grad_norm, t.precision, t.grad_scaler,
-                             first_step=t.state.global_step, skip_nonfinite=recipe.on_nonfinite == "skip_step")
+                             first_step=t.state.global_step, skip_nonfinite=recipe.on_nonfinite == "skip_step",
+                             shares=shares)
         self.engine, reason = choose_engine(t.engine, self.plan, t.device)
         t.engine = self.engine.name
         t.history = History(metric_name=t.metric_name, engine=self.engine.name, epochs=list(t.state.history),
@@ -161,8 +168,8 @@ class _Loop:
     def run_epoch(self, epoch: int, order, on_step: Callable[[int], bool], first: int) -> tuple[torch.Tensor, int]:
         skipped_before = self.engine.skipped
         loss_sum, done = self.engine.run_epoch(order, on_step, first)
-        if first:
-            loss_sum = loss_sum + self.t.state.epoch_loss_sum  # the steps run before the resume
+        if first and self.t.ranks.leader:  # the steps run before the resume (all ranks' losses: rank 0 adds them)
+            loss_sum = loss_sum + self.t.state.epoch_loss_sum
         for note in self.engine.notes:
             self.t.say(note)
         self.engine.notes.clear()
@@ -182,8 +189,10 @@ class _Loop:
         """Read the pending epochs' figures (one host sync), check them, and hand each record to the hooks."""
         t = self.t
         weights_finite = torch.stack([torch.isfinite(p).all() for p in t.model.parameters()]).all()
-        records, first_bad, finite_weights = _read_back(self.pending, len(t.train), self.engine.first_bad_step,
-                                                        weights_finite)
+        first_bad_step = self.engine.first_bad_step
+        if t.ranks.many:  # every rank reads the same figures, so every rank decides the same
+            first_bad_step, weights_finite = _over_ranks(t.ranks, self.pending, first_bad_step, weights_finite)
+        records, first_bad, finite_weights = _read_back(self.pending, len(t.train), first_bad_step, weights_finite)
         if not self.plan.skip_nonfinite and (first_bad >= 0 or not finite_weights):
             # No bad loss yet, yet bad weights: the gradients of the last step run were not finite.
             at = first_bad if first_bad >= 0 else last_step
@@ -194,6 +203,8 @@ class _Loop:
         for record in records:
             for hook in hooks:
                 hook.on_epoch_end(t, record)
+        if t.ranks.many and t.ranks.any(t.stop_reason is not None) and t.stop_reason is None:
+            t.stop_reason = "stopping with the other ranks"  # their callbacks ended the run
 
 
 def _shuffled(train: Split, generator: torch.Generator, device: torch.device):
@@ -201,6 +212,21 @@ def _shuffled(train: Split, generator: torch.Generator, device: torch.device):
     if isinstance(train.X, StreamedRows):
         return train.X.epoch(generator)
     return torch.randperm(len(train), generator=generator, device=device)
+
+
+def _over_ranks(ranks: Ranks, pending: list[_Pending], first_bad_step: torch.Tensor,
+                weights_finite: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum the pending epochs' losses over the ranks (in place); the first bad step of any rank; finite on all."""
+    if pending:
+        sums = ranks.sum(torch.stack([p.loss_sum for p in pending]))
+        for p, loss_sum in zip(pending, sums):
+            p.loss_sum = loss_sum
+    never = torch.iinfo(torch.long).max
+    # One all-reduce (MAX) for both: the smallest step is the largest negated one.
+    flags = torch.stack([-torch.where(first_bad_step >= 0, first_bad_step, never), (~weights_finite).long()])
+    ranks.max(flags)
+    first_bad = -flags[0]
+    return torch.where(first_bad == never, -1, first_bad), flags[1] == 0
 
 
 def _read_back(pending: list[_Pending], rows: int, first_bad_step: torch.Tensor,
@@ -271,11 +297,13 @@ class _EpochTimer:
 
 @torch.no_grad()
 def evaluate_split(model: nn.Module, loss_fn: nn.Module, split: Split, task: str,
-                   batch_size: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+                   batch_size: int = 2048, ranks: Ranks | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean loss and the task's metric (accuracy, or R^2) on one split, in eval mode, on the device.
 
     Both come back as 0-dim device tensors: the caller decides when to pay for reading them.
     Batches of 2048 rows keep the float32 copies of the inputs small next to the uint8 data.
+    With several ``ranks``, each evaluates its part of the rows and the sums are added up
+    before the division, so every rank gets the figures of the whole split.
     """
     was_training = model.training
     model.eval()  # Dropout off, BatchNorm uses running statistics
@@ -284,8 +312,9 @@ def evaluate_split(model: nn.Module, loss_fn: nn.Module, split: Split, task: str
     # Correct predictions, or for regression the squared error of each target column.
     hits = torch.zeros(split.y.shape[1] if task == "regression" else (), device=device)
     n = len(split)
-    for start in range(0, n, batch_size):
-        rows = slice(start, start + batch_size)
+    part = ranks.shard(n) if ranks is not None and ranks.many else slice(0, n)
+    for start in range(part.start, part.stop, batch_size):
+        rows = slice(start, min(start + batch_size, part.stop))
         logits = model(split.inputs(rows)).float()
         yb = split.y[rows]
         loss_sum += loss_fn(logits, yb) * len(yb)
@@ -296,6 +325,9 @@ def evaluate_split(model: nn.Module, loss_fn: nn.Module, split: Split, task: str
         else:
             hits += ((logits - yb) ** 2).sum(dim=0)  # squared error per target, turned into R^2 below
     model.train(was_training)
+    if part.stop - part.start < n:
+        sums = ranks.sum(torch.cat([loss_sum.reshape(1), hits.reshape(-1)]))
+        loss_sum, hits = sums[0], sums[1:].reshape(hits.shape)
     if task == "regression":
         # R^2 per target column, averaged: scikit-learn's r2_score (uniform average), which a
         # column's standardization does not change; a constant column scores 1 if predicted exactly.
