@@ -4,7 +4,9 @@ their metadata, the self-check, refusals."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import sys
 import warnings
 from pathlib import Path
@@ -334,6 +336,17 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(runs, tmp_path, capsys):
         assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
     assert existing.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["narrow.npy", "there.onnx"]
+
+
+def test_export_never_replaces_a_fifo_with_a_file(runs, tmp_path, capsys):
+    # The file is written beside the path and renamed onto it: --force on a FIFO would replace the pipe.
+    fifo = tmp_path / "pipe.onnx"
+    os.mkfifo(fifo)
+    assert main(["export", str(runs["digits"]), "--format", "torchscript", "-o", str(fifo), "--force"]) == 2
+    assert "is a FIFO (named pipe), not a regular file" in capsys.readouterr().err
+    with pytest.raises(NetfitError, match="not a regular file"):
+        netfit.export(runs["digits"], "torchscript", fifo, force=True)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
 def test_cli_rows_from_csv_and_parquet_are_read_as_predict_reads_them(runs, tables, tmp_path, capsys):
