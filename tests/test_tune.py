@@ -252,6 +252,13 @@ def test_a_new_study_begins_with_the_spec_as_written(tmp_path):
     assert [t["baseline"] for t in more.trials] == [True, False, False, False]
 
 
+def test_a_study_of_one_trial_runs_the_spec_as_written(tmp_path):
+    # The enqueued trial 0 was counted as spent while still waiting: --trials 1 ran nothing and exited 1.
+    result = tune(small_spec(trials=1), out=tmp_path, study_name="s", progress=None)
+    assert [(t["state"], t["baseline"]) for t in result.trials] == [("complete", True)]
+    assert result.best_spec_path.exists()
+
+
 def test_no_baseline_when_a_spec_value_lies_outside_the_space(tmp_path):
     spec = small_spec(trials=2)
     spec["train"]["lr"] = 0.5  # above the range's 3e-2

@@ -346,8 +346,11 @@ def _work(job: dict[str, Any], study: Any, progress: ProgressTarget, optuna: Any
         _fail_stale(study, optuna, at_open=False)
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state in _finished(optuna) for t in trials)
-        spent = sum(not (t.state == optuna.trial.TrialState.FAIL and ("error" not in t.user_attrs
-                                                                       or t.user_attrs.get("died")))
+        # A WAITING trial (trial 0, the spec as written, enqueued) is not spent yet: counted, a study of
+        # --trials 1 ended at once with nothing run.
+        spent = sum(t.state != optuna.trial.TrialState.WAITING
+                    and not (t.state == optuna.trial.TrialState.FAIL and ("error" not in t.user_attrs
+                                                                          or t.user_attrs.get("died")))
                     for t in trials[job["first"]:])
         # Only trials a netfit worker owns can still finish; one left by a bare ask() never will.
         in_flight = sum(t.state == running and "worker" in t.user_attrs for t in trials)
