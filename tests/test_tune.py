@@ -267,6 +267,16 @@ def test_no_baseline_when_a_spec_value_lies_outside_the_space(tmp_path):
     assert all(t["params"]["train.lr"] <= 3e-2 for t in result.trials)
 
 
+def test_searching_an_optimizer_name_drops_the_other_optimizers_defaults(tmp_path):
+    # As --set train.optimizer.name=sgd does: adam's filled-in betas are not carried into an sgd trial
+    # (they were, and every sgd value was refused as "unknown key 'train.optimizer.betas'").
+    spec = small_spec(trials=2, **{"train.optimizer.name": {"choices": ["adam", "sgd"]}})
+    result = tune(spec, out=tmp_path, study_name="s", progress=None, pruner=optuna.pruners.NopPruner())
+    assert [t["state"] for t in result.trials] == ["complete", "complete"]
+    names = {netfit.load(t["run_dir"]).spec.train.optimizer.name for t in result.trials}
+    assert names == {"adam", "sgd"}
+
+
 # ----------------------------------------------------------------------------- several workers, real processes
 
 SRC = Path(netfit.__file__).resolve().parents[1]

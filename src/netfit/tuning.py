@@ -86,7 +86,9 @@ class PruningCallback(Callback):
 
 def trial_spec(spec: Spec, values: dict[str, Any]) -> Spec:
     """The spec with the ``[tune]`` table removed and ``values`` (dotted key -> value) written in."""
-    raw = spec.to_dict()
+    # The fields the spec sets, not every default: --set applies to the file as written, and
+    # "train.optimizer.name" = sgd on top of adam's filled-in betas would be refused as sgd's unknown key.
+    raw = spec.model_dump(mode="json", exclude_unset=True)
     raw.pop("tune", None)
     # The same path as --set, so a key means here exactly what it means on the command line.
     overrides = [f"{key}={toml_value(value)}" for key, value in values.items()]
@@ -245,7 +247,7 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
 
     remaining = wanted - len(study.get_trials(deepcopy=False, states=_finished(optuna)))
     if remaining > 0:
-        job = {"spec": spec.to_dict(), "study_dir": str(study_dir), "study_name": study_name, "storage": storage,
+        job = {"spec": spec.model_dump(mode="json", exclude_unset=True), "study_dir": str(study_dir), "study_name": study_name, "storage": storage,
                "heartbeat": heartbeat, "pruner": pruner, "wanted": wanted, "first": first, "budget": remaining}
         if workers == 1:
             _work(job, study, progress, optuna)
