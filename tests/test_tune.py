@@ -277,6 +277,21 @@ def test_searching_an_optimizer_name_drops_the_other_optimizers_defaults(tmp_pat
     assert names == {"adam", "sgd"}
 
 
+def test_searched_data_paths_are_relative_to_the_spec_file(tmp_path, monkeypatch):
+    # The spec's own data.path is read relative to the file; its searched values were read relative
+    # to the working folder, so every trial failed with "does not exist" from anywhere else.
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "a.csv").write_text("x,y\n" + "".join(f"{i % 7},{i % 3}\n" for i in range(60)))
+    (folder / "spec.toml").write_text(
+        '[data]\npath = "a.csv"\ntarget = "y"\n[model]\nhidden = [4]\n[train]\nepochs = 1\n'
+        '[tune]\ntrials = 1\n[tune.space]\n"data.path" = { choices = ["a.csv"] }\n')
+    monkeypatch.chdir(tmp_path)
+    result = tune(netfit.load_spec(folder / "spec.toml"), out=tmp_path / "runs", study_name="s", progress=None)
+    assert result.trials[0]["state"] == "complete" and result.trials[0]["baseline"]
+    assert result.trials[0]["params"] == {"data.path": str(folder / "a.csv")}
+
+
 # ----------------------------------------------------------------------------- several workers, real processes
 
 SRC = Path(netfit.__file__).resolve().parents[1]
