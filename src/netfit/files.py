@@ -17,7 +17,8 @@ from typing import BinaryIO
 
 from .errors import NetfitError
 
-__all__ = ["open_regular", "read_regular", "refuse_special_output", "available_memory", "require_memory", "describe_bytes"]
+__all__ = ["open_regular", "read_regular", "refuse_special_output", "available_memory", "require_memory",
+           "describe_bytes"]
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))

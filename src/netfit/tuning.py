@@ -247,7 +247,8 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
 
     remaining = wanted - len(study.get_trials(deepcopy=False, states=_finished(optuna)))
     if remaining > 0:
-        job = {"spec": spec.model_dump(mode="json", exclude_unset=True), "study_dir": str(study_dir), "study_name": study_name, "storage": storage,
+        job = {"spec": spec.model_dump(mode="json", exclude_unset=True), "study_dir": str(study_dir),
+               "study_name": study_name, "storage": storage,
                "heartbeat": heartbeat, "pruner": pruner, "wanted": wanted, "first": first, "budget": remaining}
         if workers == 1:
             _work(job, study, progress, optuna)
