@@ -252,6 +252,16 @@ def test_a_new_study_begins_with_the_spec_as_written(tmp_path):
     assert [t["baseline"] for t in more.trials] == [True, False, False, False]
 
 
+def test_a_metric_of_the_other_task_fails_each_trial_before_training_in_one_line(tmp_path):
+    # val_r2 on a classification trained every trial to its end, then a KeyError stopped tune with exit 1.
+    spec = small_spec(trials=2)
+    spec["tune"]["metric"] = "val_r2"
+    message = bad(spec, out=tmp_path, study_name="s")
+    assert "every trial failed" in message and "tune.metric = 'val_r2' is not a figure of a classification run" \
+        in message and "val_accuracy" in message
+    assert list((tmp_path / "s" / "trials").iterdir()) == []  # stopped before any run folder was saved
+
+
 def test_a_study_of_one_trial_runs_the_spec_as_written(tmp_path):
     # The enqueued trial 0 was counted as spent while still waiting: --trials 1 ran nothing and exited 1.
     result = tune(small_spec(trials=1), out=tmp_path, study_name="s", progress=None)

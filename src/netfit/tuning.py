@@ -73,6 +73,14 @@ class PruningCallback(Callback):
         self.trial, self.metric = trial, metric
         self.pruned = False
 
+    def on_run_start(self, training: Training) -> None:
+        # The task is known only once the data is read: tune.metric = "val_r2" on a classification
+        # trained every trial to the end and then stopped the study with an internal KeyError.
+        if self.metric not in ("val_loss", "val_metric", training.metric_name):
+            raise NetfitError(f"tune.metric = {self.metric!r} is not a figure of a {training.task} run, which "
+                              f"reports {training.metric_name} and val_loss; set tune.metric to one of those or "
+                              '"auto"')
+
     def on_epoch_end(self, training: Training, record: EpochRecord) -> None:
         value = record.val_loss if self.metric == "val_loss" else record.val_metric
         if value is None or not math.isfinite(value):
