@@ -224,6 +224,10 @@ def test_a_bad_or_unreachable_storage_url_is_one_line_and_leaves_no_folder(tmp_p
     monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg now raises ImportError
     missing = bad(spec, out=tmp_path, study_name="s", storage="postgresql://u@127.0.0.1/x")
     assert "driver is not installed" in missing and "pip install 'netfit[tune-postgres]'" in missing
+    # sqlite:/// is relative to the working folder: the message names the file it tried and the 4th slash.
+    relative = "sqlite:///" + str(tmp_path / "no" / "x.db").lstrip("/")  # three slashes: meant absolute
+    nowhere = bad(spec, out=tmp_path, study_name="s", storage=relative)
+    assert "cannot open the database file" in nowhere and "sqlite:////FILE absolute" in nowhere
     assert not list(tmp_path.iterdir())  # no study folder was begun
     path = tmp_path / "spec.toml"
     path.write_text(spec_from_dict(spec).to_toml())

@@ -316,7 +316,13 @@ def _open_storage(url: str | None, study_dir: Path | None, heartbeat: int, optun
         detail = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
         if password:
             detail = detail.replace(password, "***")  # drivers should not echo it; in case one does
-        why = f"cannot reach the database ({detail}); check the host, port, user and database name"
+        if url.startswith("sqlite:"):
+            # sqlite:///runs/x.db is a path relative to the working folder; four slashes make it absolute.
+            file = url.partition(":///")[2] or url
+            why = (f"cannot open the database file {str(Path(file).absolute())!r} ({detail}); check that its folder "
+                   "exists (sqlite:///FILE is relative to the working folder, sqlite:////FILE absolute)")
+        else:
+            why = f"cannot reach the database ({detail}); check the host, port, user and database name"
     raise NetfitError(f"--storage {shown}: {why}")
 
 
