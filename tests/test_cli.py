@@ -4,6 +4,7 @@ import gzip
 import hashlib
 import json
 import os
+import stat
 import struct
 import subprocess
 import sys
@@ -277,6 +278,20 @@ def test_predict_never_writes_over_a_run_or_an_existing_file(capsys, digits_run,
     assert existing.read_text() == "precious\n" and snapshot(digits_run) == before
     assert run_cli(capsys, "predict", digits_run, tmp_path / "rows.npy", "-o", existing, "--force")[0] == 0
     assert existing.read_text().startswith("prediction")
+
+
+def test_force_never_replaces_a_fifo_or_a_device_with_a_file(capsys, digits_run, tmp_path):
+    # -o is written to a temporary file renamed onto the path: --force on /dev/null (as root) or on a
+    # named pipe used to replace that node with a regular file, and a reader of the pipe waited forever.
+    from sklearn.datasets import load_digits
+
+    np.save(tmp_path / "rows.npy", load_digits().data[:5])
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for command in (["predict", digits_run, tmp_path / "rows.npy"], ["schema"]):
+        code, _, err = run_cli(capsys, *command, "-o", fifo, "--force")
+        assert code == 2 and "is a FIFO (named pipe), not a regular file" in err and err.count("\n") == 1
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
 def test_schema_needs_force_to_replace_a_file(capsys, tmp_path):

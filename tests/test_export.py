@@ -4,7 +4,9 @@ their metadata, the self-check, refusals."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import stat
 import sys
 import warnings
 from pathlib import Path
@@ -278,6 +280,38 @@ def test_the_readme_recipe_runs_each_format_without_netfit(tables, tmp_path, mon
         np.testing.assert_array_equal(np.array(scope["classes"], dtype=object)[probabilities.argmax(axis=1)], labels)
 
 
+def test_the_readme_reads_a_csv_with_number_like_categories_as_netfit_does(tmp_path, capsys):
+    # Read by pyarrow's defaults, zip "01" became the integer 1 and grade "2.5" the float 2.5, which
+    # match no category: every row got the "unseen" bucket and the file's answers differed from
+    # `netfit predict` on the same CSV, silently. The README's read_csv_rows reads them as text.
+    import pandas as pd
+
+    rng = np.random.default_rng(3)
+    zips, grades = rng.choice(["01", "02", "10", "007"], 120), rng.choice(["1.0", "2.5", "3.0"], 120)
+    x = rng.normal(size=120)
+    y = np.where(x + (zips == "01") * 1.5 + (grades == "2.5") > 0.7, "yes", "no")
+    (tmp_path / "t.csv").write_text("zip,grade,x,y\n" + "".join(f"{a},{b},{c},{d}\n"
+                                                                 for a, b, c, d in zip(zips, grades, x, y)))
+    (tmp_path / "rows.csv").write_text("zip,grade,x\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(zips, grades, x)))
+    spec = {"data": {"path": str(tmp_path / "t.csv"), "target": "y", "columns": {"zip": "categorical",
+                                                                                  "grade": "categorical"}},
+            "model": {"hidden": [8]}, "train": {"epochs": 5, "lr": 1e-2}}
+    run = netfit.fit(spec, out=tmp_path / "runs", progress=None)
+    netfit.export(run.run_dir, "onnx", tmp_path / "z.onnx")
+    assert main(["predict", str(run.run_dir), str(tmp_path / "rows.csv"), "--proba",
+                 "-o", str(tmp_path / "p.csv")]) == 0
+    capsys.readouterr()
+    scope: dict = {}
+    exec(compile(readme_code("### Running an exported file without netfit").split("# ONNX, with onnxruntime", 1)[0],
+                 str(README), "exec"), scope)
+    inputs = json.loads(file_metadata(tmp_path / "z.onnx", "onnx")["netfit.inputs"])
+    feeds = scope["file_inputs"](scope["read_csv_rows"](tmp_path / "rows.csv", inputs), inputs)
+    assert (feeds["codes"] >= 0).all()  # every value found among the categories
+    expected = pd.read_csv(tmp_path / "p.csv")
+    np.testing.assert_allclose(run_file(tmp_path / "z.onnx", "onnx", feeds)[1],
+                               expected[["proba_no", "proba_yes"]].to_numpy(), atol=1e-5, rtol=0)
+
+
 def test_a_run_with_text_columns_is_refused_naming_them(tmp_path):
     import pyarrow as pa
     from sklearn.datasets import load_wine
@@ -334,6 +368,17 @@ def test_cli_bad_inputs_are_one_line_and_exit_2(runs, tmp_path, capsys):
         assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
     assert existing.read_text() == "keep me"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["narrow.npy", "there.onnx"]
+
+
+def test_export_never_replaces_a_fifo_with_a_file(runs, tmp_path, capsys):
+    # The file is written beside the path and renamed onto it: --force on a FIFO would replace the pipe.
+    fifo = tmp_path / "pipe.onnx"
+    os.mkfifo(fifo)
+    assert main(["export", str(runs["digits"]), "--format", "torchscript", "-o", str(fifo), "--force"]) == 2
+    assert "is a FIFO (named pipe), not a regular file" in capsys.readouterr().err
+    with pytest.raises(NetfitError, match="not a regular file"):
+        netfit.export(runs["digits"], "torchscript", fifo, force=True)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
 def test_cli_rows_from_csv_and_parquet_are_read_as_predict_reads_them(runs, tables, tmp_path, capsys):

@@ -224,6 +224,10 @@ def test_a_bad_or_unreachable_storage_url_is_one_line_and_leaves_no_folder(tmp_p
     monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg now raises ImportError
     missing = bad(spec, out=tmp_path, study_name="s", storage="postgresql://u@127.0.0.1/x")
     assert "driver is not installed" in missing and "pip install 'netfit[tune-postgres]'" in missing
+    # sqlite:/// is relative to the working folder: the message names the file it tried and the 4th slash.
+    relative = "sqlite:///" + str(tmp_path / "no" / "x.db").lstrip("/")  # three slashes: meant absolute
+    nowhere = bad(spec, out=tmp_path, study_name="s", storage=relative)
+    assert "cannot open the database file" in nowhere and "sqlite:////FILE absolute" in nowhere
     assert not list(tmp_path.iterdir())  # no study folder was begun
     path = tmp_path / "spec.toml"
     path.write_text(spec_from_dict(spec).to_toml())
@@ -252,12 +256,54 @@ def test_a_new_study_begins_with_the_spec_as_written(tmp_path):
     assert [t["baseline"] for t in more.trials] == [True, False, False, False]
 
 
+def test_a_metric_of_the_other_task_fails_each_trial_before_training_in_one_line(tmp_path):
+    # val_r2 on a classification trained every trial to its end, then a KeyError stopped tune with exit 1.
+    spec = small_spec(trials=2)
+    spec["tune"]["metric"] = "val_r2"
+    message = bad(spec, out=tmp_path, study_name="s")
+    assert "every trial failed" in message and "tune.metric = 'val_r2' is not a figure of a classification run" \
+        in message and "val_accuracy" in message
+    assert list((tmp_path / "s" / "trials").iterdir()) == []  # stopped before any run folder was saved
+
+
+def test_a_study_of_one_trial_runs_the_spec_as_written(tmp_path):
+    # The enqueued trial 0 was counted as spent while still waiting: --trials 1 ran nothing and exited 1.
+    result = tune(small_spec(trials=1), out=tmp_path, study_name="s", progress=None)
+    assert [(t["state"], t["baseline"]) for t in result.trials] == [("complete", True)]
+    assert result.best_spec_path.exists()
+
+
 def test_no_baseline_when_a_spec_value_lies_outside_the_space(tmp_path):
     spec = small_spec(trials=2)
     spec["train"]["lr"] = 0.5  # above the range's 3e-2
     result = tune(spec, out=tmp_path, study_name="s", progress=None, pruner=optuna.pruners.NopPruner())
     assert not any(t["baseline"] for t in result.trials)
     assert all(t["params"]["train.lr"] <= 3e-2 for t in result.trials)
+
+
+def test_searching_an_optimizer_name_drops_the_other_optimizers_defaults(tmp_path):
+    # As --set train.optimizer.name=sgd does: adam's filled-in betas are not carried into an sgd trial
+    # (they were, and every sgd value was refused as "unknown key 'train.optimizer.betas'").
+    spec = small_spec(trials=2, **{"train.optimizer.name": {"choices": ["adam", "sgd"]}})
+    result = tune(spec, out=tmp_path, study_name="s", progress=None, pruner=optuna.pruners.NopPruner())
+    assert [t["state"] for t in result.trials] == ["complete", "complete"]
+    names = {netfit.load(t["run_dir"]).spec.train.optimizer.name for t in result.trials}
+    assert names == {"adam", "sgd"}
+
+
+def test_searched_data_paths_are_relative_to_the_spec_file(tmp_path, monkeypatch):
+    # The spec's own data.path is read relative to the file; its searched values were read relative
+    # to the working folder, so every trial failed with "does not exist" from anywhere else.
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "a.csv").write_text("x,y\n" + "".join(f"{i % 7},{i % 3}\n" for i in range(60)))
+    (folder / "spec.toml").write_text(
+        '[data]\npath = "a.csv"\ntarget = "y"\n[model]\nhidden = [4]\n[train]\nepochs = 1\n'
+        '[tune]\ntrials = 1\n[tune.space]\n"data.path" = { choices = ["a.csv"] }\n')
+    monkeypatch.chdir(tmp_path)
+    result = tune(netfit.load_spec(folder / "spec.toml"), out=tmp_path / "runs", study_name="s", progress=None)
+    assert result.trials[0]["state"] == "complete" and result.trials[0]["baseline"]
+    assert result.trials[0]["params"] == {"data.path": str(folder / "a.csv")}
 
 
 # ----------------------------------------------------------------------------- several workers, real processes

@@ -717,6 +717,7 @@ def _load_model(run: Path, trust_module: bool):
 
 def _check_output_path(path: Path, force: bool) -> None:
     """Refuse to write over a run's files (ever) or over an existing file (without --force)."""
+    from .files import refuse_special_output
     from .rundir import enclosing_run
 
     target = path.expanduser().absolute()
@@ -726,6 +727,7 @@ def _check_output_path(path: Path, force: bool) -> None:
                           "files: choose a path outside it")
     if target.is_dir():
         raise NetfitError(f"{path} is a folder; give the path of a file to write")
+    refuse_special_output(target)
     if target.exists() and not force:
         raise NetfitError(f"{path} already exists; choose another path or pass --force to replace it")
 

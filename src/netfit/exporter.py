@@ -56,6 +56,7 @@ from torch import nn
 
 from .encoder import CategoricalColumn, ColumnEncoder, NumericColumn
 from .errors import NetfitError, UnseenValuesWarning
+from .files import refuse_special_output
 from .features import TableBatch
 from .storage import save_file
 from .trained import TrainedModel
@@ -208,6 +209,7 @@ def export(run: str | Path | TrainedModel, format: str, path: str | Path, *, for
     path = Path(path).expanduser()
     if path.is_dir():
         raise NetfitError(f"{path} is a folder; give the path of a file to write")
+    refuse_special_output(path)
     if path.exists() and not force:
         raise NetfitError(f"{path} already exists; choose another path or pass --force to replace it")
     if format == "onnx":

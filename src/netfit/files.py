@@ -17,7 +17,8 @@ from typing import BinaryIO
 
 from .errors import NetfitError
 
-__all__ = ["open_regular", "read_regular", "available_memory", "require_memory", "describe_bytes"]
+__all__ = ["open_regular", "read_regular", "refuse_special_output", "available_memory", "require_memory",
+           "describe_bytes"]
 
 _KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
@@ -52,6 +53,25 @@ def open_regular(path: str | Path, what: str) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
+
+
+def refuse_special_output(path: str | Path) -> None:
+    """Refuse an output path that names a FIFO, a device or a socket, even with --force.
+
+    netfit writes its outputs to a temporary file renamed onto the path, so writing "into"
+    ``/dev/null`` or a named pipe would replace that node with a regular file (as root, /dev/null
+    itself) and leave a reader of the pipe waiting forever.
+    """
+    try:
+        mode = os.stat(Path(path).expanduser()).st_mode
+    except OSError:
+        return  # missing (or unreadable): the write itself says what is wrong
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return  # a folder is refused by the caller with its own message
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    raise NetfitError(f"{path} is {kind}, not a regular file: netfit writes a new file and renames it onto the "
+                      "path, which would replace it; give the path of a regular file (or leave out -o where the "
+                      "command can write to stdout)")
 
 
 def read_regular(path: str | Path, what: str, max_bytes: int) -> bytes:

@@ -666,6 +666,17 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
             value = data.get(key)
             if isinstance(value, str) and not Path(value).expanduser().is_absolute():
                 data[key] = str(base / value)
+    # A searched path ("data.path" = { choices = [...] }) is a path in this file too: relative to it,
+    # not to the folder tune runs in.
+    tune = raw.get("tune")
+    space = tune.get("space") if isinstance(tune, dict) else None
+    if isinstance(space, dict):
+        for key in _PATH_KEYS:
+            searched = space.get(f"data.{key}")
+            choices = searched.get("choices") if isinstance(searched, dict) else None
+            if isinstance(choices, list):
+                searched["choices"] = [str(base / c) if isinstance(c, str) and not Path(c).expanduser().is_absolute()
+                                       else c for c in choices]
 
 
 def with_absolute_paths(spec: Spec) -> Spec:

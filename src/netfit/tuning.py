@@ -73,6 +73,14 @@ class PruningCallback(Callback):
         self.trial, self.metric = trial, metric
         self.pruned = False
 
+    def on_run_start(self, training: Training) -> None:
+        # The task is known only once the data is read: tune.metric = "val_r2" on a classification
+        # trained every trial to the end and then stopped the study with an internal KeyError.
+        if self.metric not in ("val_loss", "val_metric", training.metric_name):
+            raise NetfitError(f"tune.metric = {self.metric!r} is not a figure of a {training.task} run, which "
+                              f"reports {training.metric_name} and val_loss; set tune.metric to one of those or "
+                              '"auto"')
+
     def on_epoch_end(self, training: Training, record: EpochRecord) -> None:
         value = record.val_loss if self.metric == "val_loss" else record.val_metric
         if value is None or not math.isfinite(value):
@@ -86,7 +94,9 @@ class PruningCallback(Callback):
 
 def trial_spec(spec: Spec, values: dict[str, Any]) -> Spec:
     """The spec with the ``[tune]`` table removed and ``values`` (dotted key -> value) written in."""
-    raw = spec.to_dict()
+    # The fields the spec sets, not every default: --set applies to the file as written, and
+    # "train.optimizer.name" = sgd on top of adam's filled-in betas would be refused as sgd's unknown key.
+    raw = spec.model_dump(mode="json", exclude_unset=True)
     raw.pop("tune", None)
     # The same path as --set, so a key means here exactly what it means on the command line.
     overrides = [f"{key}={toml_value(value)}" for key, value in values.items()]
@@ -245,7 +255,8 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
 
     remaining = wanted - len(study.get_trials(deepcopy=False, states=_finished(optuna)))
     if remaining > 0:
-        job = {"spec": spec.to_dict(), "study_dir": str(study_dir), "study_name": study_name, "storage": storage,
+        job = {"spec": spec.model_dump(mode="json", exclude_unset=True), "study_dir": str(study_dir),
+               "study_name": study_name, "storage": storage,
                "heartbeat": heartbeat, "pruner": pruner, "wanted": wanted, "first": first, "budget": remaining}
         if workers == 1:
             _work(job, study, progress, optuna)
@@ -305,7 +316,13 @@ def _open_storage(url: str | None, study_dir: Path | None, heartbeat: int, optun
         detail = str(getattr(err, "orig", None) or err).strip().splitlines()[0]
         if password:
             detail = detail.replace(password, "***")  # drivers should not echo it; in case one does
-        why = f"cannot reach the database ({detail}); check the host, port, user and database name"
+        if url.startswith("sqlite:"):
+            # sqlite:///runs/x.db is a path relative to the working folder; four slashes make it absolute.
+            file = url.partition(":///")[2] or url
+            why = (f"cannot open the database file {str(Path(file).absolute())!r} ({detail}); check that its folder "
+                   "exists (sqlite:///FILE is relative to the working folder, sqlite:////FILE absolute)")
+        else:
+            why = f"cannot reach the database ({detail}); check the host, port, user and database name"
     raise NetfitError(f"--storage {shown}: {why}")
 
 
@@ -346,8 +363,11 @@ def _work(job: dict[str, Any], study: Any, progress: ProgressTarget, optuna: Any
         _fail_stale(study, optuna, at_open=False)
         trials = study.get_trials(deepcopy=False)
         finished = sum(t.state in _finished(optuna) for t in trials)
-        spent = sum(not (t.state == optuna.trial.TrialState.FAIL and ("error" not in t.user_attrs
-                                                                       or t.user_attrs.get("died")))
+        # A WAITING trial (trial 0, the spec as written, enqueued) is not spent yet: counted, a study of
+        # --trials 1 ended at once with nothing run.
+        spent = sum(t.state != optuna.trial.TrialState.WAITING
+                    and not (t.state == optuna.trial.TrialState.FAIL and ("error" not in t.user_attrs
+                                                                          or t.user_attrs.get("died")))
                     for t in trials[job["first"]:])
         # Only trials a netfit worker owns can still finish; one left by a bare ask() never will.
         in_flight = sum(t.state == running and "worker" in t.user_attrs for t in trials)
