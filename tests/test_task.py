@@ -142,3 +142,11 @@ def test_labels_that_are_not_ids_come_back_as_given():
     assert run.model.classes == ["-1", "1"] and run.model.preparation.output_size == 2
     assert set(run.predict(X).tolist()) <= {-1, 1}
     assert run.metrics["val_accuracy"] > 0.8
+
+
+def test_a_constant_target_from_an_object_column_is_named_as_a_plain_value():
+    # pandas hands object columns over as numpy scalars inside an object array: the message shows 0.0, not np.float64(0.0).
+    from netfit.task import refuse_constant_target
+
+    with pytest.raises(NetfitError, match=r"single value 0\.0 in all 5"):
+        refuse_constant_target(np.array([np.float64(0.0)] * 5, dtype=object), ["y"])

@@ -35,7 +35,7 @@ def test_the_study_page_lists_and_links_every_trial(study):
         # Each trial's row links to that trial's own run report, which exists.
         assert f'href="trials/{name}/{REPORT}"' in text
         assert (study.study_dir / "trials" / name / REPORT).is_file()
-    assert f"{study.best_value:.4f}" in text
+    assert f"{study.best_value:.4g}" in text
     assert "complete *" in text  # the best trial is marked
     for key in ("train.lr", "model.hidden", "model.dropout"):
         assert key in text

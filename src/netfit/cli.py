@@ -693,7 +693,7 @@ def _tune(args: argparse.Namespace) -> int:
     else:
         print(summary_table(result))
         if result.best_spec_path is not None:
-            print(f"best {result.metric} {result.best_value:.4f}: trial run {result.best_run_dir}")
+            print(f"best {result.metric} {result.best_value:.4g}: trial run {result.best_run_dir}")
             print(f"saved best spec to {result.best_spec_path}")
     if result.best_spec_path is None:
         print("netfit: no trial completed (all pruned or failed), so no best spec was written", file=sys.stderr)

@@ -93,7 +93,9 @@ def refuse_constant_target(y: np.ndarray, names: list[str]) -> None:
     if constant.any():
         column = int(np.argmax(constant))
         name = names[column] if column < len(names) else f"target column {column}"
-        raise NetfitError(f"{name} has the single value {flat[0, column].item()!r} in all {rows} training rows, "
+        value = flat[0, column].item()
+        value = value.item() if hasattr(value, "item") else value  # an object array's cell may be a numpy scalar
+        raise NetfitError(f"{name} has the single value {value!r} in all {rows} training rows, "
                           "so there is nothing to learn (a model would score perfectly by always answering it); "
                           "check data.target, lower data.val_fraction if it left few training rows, or add rows "
                           "with other values")

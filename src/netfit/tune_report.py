@@ -122,7 +122,7 @@ def _parameter(key: str, rng: dict[str, Any], trials: list[dict[str, Any]]):
 def _header(study: dict[str, Any], trials: list[dict[str, Any]], unreadable: list[int]) -> str:
     counts = {state: sum(t["state"] == state for t in trials) for state in ("complete", "pruned", "fail", "running")}
     best = study["best_value"]
-    tiles = [(f"{best:.4f}" if best is not None else "none", f"best {study['metric']} ({study['direction']})"),
+    tiles = [(f"{best:.4g}" if best is not None else "none", f"best {study['metric']} ({study['direction']})"),
              (str(counts["complete"]), "completed"), (str(counts["pruned"]), "pruned"), (str(counts["fail"]), "failed")]
     if counts["running"]:
         tiles.append((str(counts["running"]), "running"))
@@ -154,7 +154,7 @@ def _trials_table(study_dir: Path, trials: list[dict[str, Any]], figures: list[f
         run = escape(name) if name else ""
         if name and (study_dir / "trials" / name / REPORT).is_file():
             run = f'<a href="trials/{escape(name)}/{REPORT}">{escape(name)}</a>'
-        value = "" if np.isnan(reached) else f"{reached:.4f}" + ("" if t["state"] == "complete" else " (last)")
+        value = "" if np.isnan(reached) else f"{reached:.4g}" + ("" if t["state"] == "complete" else " (last)")
         state = escape(t["state"]) + (" *" if t["number"] == best else "")
         if t.get("error"):
             state += f"<br><small>{escape(t['error'])}</small>"

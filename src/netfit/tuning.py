@@ -409,7 +409,7 @@ def _objective(spec: Spec, study_dir: Path, progress: ProgressTarget, optuna: An
 
 def _trial_line(progress: ProgressTarget):
     def line(study: Any, trial: Any) -> None:
-        figure = "" if trial.value is None else f" {trial.user_attrs.get('metric', 'value')} {trial.value:.4f}"
+        figure = "" if trial.value is None else f" {trial.user_attrs.get('metric', 'value')} {trial.value:.4g}"
         error = f": {trial.user_attrs['error']}" if "error" in trial.user_attrs else ""
         _say(progress, f"trial {trial.number} {trial.state.name.lower()}{figure}{error}")
 
@@ -643,7 +643,7 @@ def summary_table(result: TuneResult) -> str:
     best_number = next((r["number"] for r in result.trials if r["value"] == result.best_value
                         and r["state"] == "complete"), None) if result.best_value is not None else None
     for r in result.trials:
-        value = "" if r["value"] is None else f"{r['value']:.4f}"
+        value = "" if r["value"] is None else f"{r['value']:.4g}"
         params = ", ".join(f"{k}={json.dumps(v)}" for k, v in r["params"].items())
         mark = "*" if r["number"] == best_number else " "
         error = f"  ({r['error']})" if r.get("error") else ""
