@@ -117,6 +117,23 @@ def test_the_pruner_ends_trials_through_the_epoch_callback(tmp_path):
     assert result.best_spec_path is None and not (tmp_path / "s" / "best.toml").exists()
 
 
+def test_a_trial_that_ran_all_its_epochs_is_never_pruned(tmp_path):
+    # The same pruner on one-epoch trials: the run is whole before the pruner could end it, so it counts.
+    spec = small_spec(trials=2)
+    spec["train"]["epochs"] = 1
+    result = tune(spec, out=tmp_path, study_name="s", progress=None,
+                  pruner=optuna.pruners.ThresholdPruner(lower=2.0))
+    assert [t["state"] for t in result.trials] == ["complete", "complete"]
+
+
+def test_the_default_pruner_waits_for_five_trials_and_half_the_epochs():
+    from netfit.spec import spec_from_dict
+    from netfit.tuning import _default_pruner
+
+    pruner = _default_pruner(spec_from_dict(small_spec() | {"train": {"epochs": 10}}), optuna)
+    assert (pruner._n_startup_trials, pruner._n_warmup_steps) == (5, 5)
+
+
 def test_a_diverged_trial_fails_alone_and_a_study_where_all_fail_is_refused(tmp_path):
     spec = small_spec(**{"train.lr": {"choices": [1e-2, 1e9]}})
     spec["train"]["optimizer"] = "sgd"  # SGD at lr 1e9 reaches inf within the first epoch

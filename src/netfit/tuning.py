@@ -86,7 +86,8 @@ class PruningCallback(Callback):
         if value is None or not math.isfinite(value):
             return  # Optuna refuses NaN reports; a non-finite run is the loop's own business (train.on_nonfinite)
         self.trial.report(value, record.epoch)
-        if self.trial.should_prune():
+        # After the last epoch the run is whole: pruning it then would only discard a finished result.
+        if record.epoch < training.spec.train.epochs and self.trial.should_prune():
             self.pruned = True
             training.stop_reason = (f"pruned by optuna after epoch {record.epoch}: {self.metric} {value:.4g} "
                                     "is behind the other trials")
@@ -190,7 +191,8 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
     database URL for Optuna (default: a journal file in the study folder). ``workers`` processes
     run trials side by side on this machine (1: in this process). A new study's first trial is the
     spec as written, when its values lie inside the space. ``pruner`` replaces the default
-    ``optuna.pruners.MedianPruner``. ``progress`` receives every trial's lines. ``heartbeat`` is the
+    ``optuna.pruners.MedianPruner`` (from the 6th trial, once a trial has run half the spec's
+    epochs). ``progress`` receives every trial's lines. ``heartbeat`` is the
     seconds between a database trial's heartbeats; one silent for three of them is failed.
     """
     optuna = _import_optuna()
@@ -246,7 +248,7 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
     study = optuna.create_study(
         study_name=study_name, storage=backend, load_if_exists=True, direction=direction,
         sampler=optuna.samplers.TPESampler(seed=spec.train.seed),
-        pruner=pruner if pruner is not None else optuna.pruners.MedianPruner(n_startup_trials=2))
+        pruner=pruner if pruner is not None else _default_pruner(spec, optuna))
     _fail_stale(study, optuna, at_open=True)
     first = len(study.get_trials(deepcopy=False))
     if first == 0 and (baseline := _baseline(spec, space)) is not None:
@@ -281,6 +283,17 @@ def _write_study_report(result: TuneResult, space: dict[str, TuneRange], reporte
         reporter.note(f"netfit: study report: {result.report_path}")
     except NetfitError as err:
         reporter.note(f"netfit: warning: the study is saved, but its report was not written ({err})")
+
+
+def _default_pruner(spec: Spec, optuna: Any) -> Any:
+    """Optuna's median pruner, judging a trial only once it has run half the spec's epochs.
+
+    An early epoch's figure says little about the last one: on Fashion-MNIST at 5 epochs, pruning
+    from epoch 1 ended 17 of 20 trials on differences of a few tenths of a point, cosine schedules
+    and larger batches (slow starters) first. The first 5 trials (Optuna's default) run in full,
+    so the median has something to stand on.
+    """
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=spec.train.epochs // 2)
 
 
 def _finished(optuna: Any) -> tuple:
@@ -539,7 +552,7 @@ def _worker_main() -> None:
         study = optuna.load_study(
             study_name=job["study_name"], storage=storage,
             sampler=optuna.samplers.TPESampler(seed=spec.train.seed + job["index"]),
-            pruner=job["pruner"] if job["pruner"] is not None else optuna.pruners.MedianPruner(n_startup_trials=2))
+            pruner=job["pruner"] if job["pruner"] is not None else _default_pruner(spec, optuna))
         _work(job, study, None if job["quiet"] else sys.stdout, optuna)
     except TrainingInterrupted as interrupted:  # SIGTERM from the tune process: the trial is failed, exit quietly
         sys.exit(interrupted.exit_code)
