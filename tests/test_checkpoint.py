@@ -99,6 +99,20 @@ def test_resume_from_an_older_checkpoint_after_a_crash_is_exact(tmp_path, refere
     assert_identical(weights(run.run_dir), weights(reference))
 
 
+def test_bf16_on_the_cpu_resumes_exactly(tmp_path):
+    # precision auto picks bf16 on CPUs with native bf16: a crash there must resume as exactly as in fp32.
+    reference = netfit.fit(spec(precision="bf16"), X, Y, out=tmp_path / "ref", progress=None)
+    run = netfit.fit(spec(precision="bf16"), X, Y, out=tmp_path / "crash", progress=None)
+    for name in ("run.json", "model.safetensors", "metrics.csv"):
+        (run.run_dir / name).unlink()
+    for late in list_checkpoints(run.run_dir)[-2:]:
+        shutil.rmtree(late)
+    netfit.resume(run.run_dir, X, Y, progress=None)
+    assert_identical(weights(run.run_dir), weights(reference.run_dir))
+    assert (run.run_dir / "metrics.csv").read_text().splitlines()[-1].split(",")[:4] == \
+        (reference.run_dir / "metrics.csv").read_text().splitlines()[-1].split(",")[:4]
+
+
 def test_early_stopping_state_survives_a_resume(tmp_path):
     es = {"early_stopping": {"metric": "val_loss", "patience": 2}, "epochs": 12, "lr": 0.05}
     whole = netfit.fit(spec(**es), X, Y, out=tmp_path / "a", progress=None)

@@ -167,6 +167,25 @@ def test_resume_continues_counting_and_fails_a_trial_left_running(tmp_path):
     assert third.trials == second.trials
 
 
+def test_resume_needs_only_the_study_folder_and_refuses_a_damaged_one(tmp_path, capsys):
+    spec = small_spec(trials=1, **{"train.lr": {"low": 1e-3, "high": 3e-2, "log": True}})
+    first = tune(spec, out=tmp_path, study_name="s", progress=None)
+    # The CLI, as after a Ctrl-C: the folder alone continues the study, with the spec it started from.
+    assert main(["tune", "--resume", str(first.study_dir), "--trials", "2", "--quiet", "--json"]) == 0
+    assert [t["state"] for t in json.loads(capsys.readouterr().out)["trials"]] == ["complete", "complete"]
+    assert main(["tune", "--quiet"]) == 2
+    assert "or --resume STUDY_DIR" in capsys.readouterr().err
+    study_file = first.study_dir / "study.json"
+    saved = json.loads(study_file.read_text())
+    for damage, words in [("{not json", "cannot be read"),
+                          (json.dumps({**saved, "study_name": "../../elsewhere"}), "study_name"),
+                          (json.dumps({**saved, "space": ["train.lr"]}), "wrong type"),
+                          (json.dumps({k: v for k, v in saved.items() if k != "spec"}), "give the spec file too")]:
+        study_file.write_text(damage)
+        message = bad(None, resume=first.study_dir)
+        assert words in message and "\n" not in message
+
+
 def test_missing_optuna_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna now raises ImportError
     assert "pip install 'netfit[tune]'" in bad(small_spec(), out=tmp_path)

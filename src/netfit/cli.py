@@ -143,7 +143,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tune", parents=[common], help="search the spec's [tune.space] with Optuna, one run per trial",
                        description="Run an Optuna study over the spec's [tune] table; every trial is a run folder "
                                    "under OUT/STUDY/trials, and the best spec is written to OUT/STUDY/best.toml.")
-    p.add_argument("spec", type=Path, help="TOML spec file with a [tune] table")
+    p.add_argument("spec", type=Path, nargs="?",
+                   help="TOML spec file with a [tune] table (with --resume: default, the spec the study started from)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a spec field before the search, e.g. --set train.epochs=5")
     p.add_argument("--trials", type=int, help="finished trials the study should hold (default: tune.trials)")
@@ -686,7 +687,13 @@ def _tune(args: argparse.Namespace) -> int:
     if args.resume is not None and args.study_name is not None:
         raise NetfitError("--name does not apply with --resume: the study keeps its name")
     progress = None if args.quiet else (sys.stderr if args.json else sys.stdout)
-    result = tune(load_spec(args.spec, args.overrides), trials=args.trials, out=args.out, storage=args.storage,
+    if args.spec is None and args.resume is None:
+        raise NetfitError("give a spec file with a [tune] table, e.g. netfit tune configs/fashion-mnist.toml, "
+                          "or --resume STUDY_DIR to continue a study")
+    if args.spec is None and args.overrides:
+        raise NetfitError("--set needs the spec file: netfit tune SPEC --resume STUDY_DIR --set KEY=VALUE")
+    spec = load_spec(args.spec, args.overrides) if args.spec is not None else None
+    result = tune(spec, trials=args.trials, out=args.out, storage=args.storage,
                   study_name=args.study_name, resume=args.resume, workers=args.workers, progress=progress)
     if args.json:
         print(json.dumps(result.to_dict()))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import datetime
 import gc
 import os
-import signal
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
@@ -31,6 +30,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .errors import NetfitError
+from .signals import StopRequest
 
 __all__ = ["Ranks", "joined", "launched_rank", "launched", "BatchShares", "AgreedStop", "TIMEOUT_ENV"]
 
@@ -184,7 +184,7 @@ def _weighted_sum(shares: BatchShares, bucket):  # DDP checks the annotations' t
     return dist.all_reduce(buffer, async_op=True).get_future().then(lambda done: done.value()[0])
 
 
-class AgreedStop:
+class AgreedStop(StopRequest):
     """A SIGINT or SIGTERM that every rank acts on at the same step.
 
     torchrun passes a signal to every rank, but each receives it between different steps; the
@@ -194,17 +194,9 @@ class AgreedStop:
 
     EVERY = 16
 
-    def __init__(self, local, ranks: Ranks, steps: int) -> None:
+    def __init__(self, local: StopRequest, ranks: Ranks, steps: int) -> None:
+        super().__init__()
         self.local, self.ranks, self.steps = local, ranks, steps
-        self.signum: int | None = None
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum is not None else ""
 
     def poll(self, done: int) -> bool:
         if self.signum is None and (done % self.EVERY == 0 or done == self.steps):

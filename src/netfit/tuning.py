@@ -179,7 +179,7 @@ def _import_optuna():
     return optuna
 
 
-def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, out: str | Path = "runs",
+def tune(spec: Spec | dict[str, Any] | str | Path | None, trials: int | None = None, out: str | Path = "runs",
          storage: str | None = None, study_name: str | None = None, *, resume: str | Path | None = None,
          workers: int = 1, pruner: Any = None, progress: ProgressTarget = sys.stdout,
          heartbeat: int = 10) -> TuneResult:
@@ -187,7 +187,8 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
 
     ``trials`` (default ``tune.trials``) is the number of finished trials (completed or pruned) the
     study should hold: a resumed study runs only the ones still missing. The study folder is
-    ``out/<study_name>``, or ``resume``, an existing study folder to continue. ``storage`` is a
+    ``out/<study_name>``, or ``resume``, an existing study folder to continue (``spec`` None: the
+    spec the study started from, kept in the folder). ``storage`` is a
     database URL for Optuna (default: a journal file in the study folder). ``workers`` processes
     run trials side by side on this machine (1: in this process). A new study's first trial is the
     spec as written, when its values lie inside the space. ``pruner`` replaces the default
@@ -198,6 +199,15 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
     optuna = _import_optuna()
     from .start import as_spec
 
+    saved = _read_study_file(Path(resume)) if resume is not None else None
+    if spec is None:
+        if saved is None:
+            raise NetfitError("give a spec with a [tune] table, or --resume STUDY_DIR to continue a study")
+        if saved["spec"] is None:
+            raise NetfitError(f"--resume {resume}: this study does not keep its spec (an older netfit made it); "
+                              "give the spec file too: netfit tune SPEC --resume STUDY_DIR")
+        # The spec the study started from, as it was (paths already absolute): validated like any spec.
+        spec = spec_from_dict(saved["spec"], source=f"{Path(resume) / _STUDY_FILE} (spec)")
     spec = with_absolute_paths(as_spec(spec))
     space = _check_space(spec)
     wanted = trials if trials is not None else spec.tune.trials
@@ -208,25 +218,21 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
     if heartbeat < 1:
         raise NetfitError(f"heartbeat {heartbeat}: give a whole number of seconds, at least 1")
 
-    if resume is not None:
+    if saved is not None:
         study_dir = Path(resume)
-        if not (study_dir / _STUDY_FILE).is_file():
-            raise NetfitError(f"--resume {study_dir}: not a study folder (no {_STUDY_FILE}); give the folder "
-                              "`netfit tune` printed")
-        saved = json.loads((study_dir / _STUDY_FILE).read_text())
         study_name = saved["study_name"]
-        if storage is None and saved.get("storage_password"):
+        if storage is None and saved["storage_password"]:
             raise NetfitError(f"--resume {study_dir}: the study is in {saved['storage']}, whose password is not kept "
                               "in the study folder; pass --storage URL again")
         storage = storage or saved["storage"]
-        if saved.get("space") != _space_dict(space):
+        if saved["space"] != _space_dict(space):
             # TPE learns from the earlier trials' params: another space would mix two searches in one study.
             raise NetfitError(f"--resume {study_dir}: the spec's [tune.space] differs from the study's; resume with "
                               "the same space, or start a new study")
         backend = _open_storage(storage, study_dir, heartbeat, optuna)
     else:
         study_name = study_name or f"tune-{time.strftime('%Y%m%d-%H%M%S')}"
-        if not study_name or study_name in (".", "..") or not all(c.isalnum() or c in "-_." for c in study_name):
+        if not _plain_name(study_name):
             raise NetfitError(f"study name {study_name!r}: it names a folder under --out, so use letters, digits, "
                               "'-', '_' and '.' only")
         study_dir = Path(out) / study_name
@@ -237,7 +243,8 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
         backend = _open_storage(storage, None, heartbeat, optuna) if storage is not None else None
         study_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(study_dir / _STUDY_FILE, json.dumps({"study_name": study_name, **_storage_note(storage),
-                                                          "space": _space_dict(space)}).encode())
+                                                          "space": _space_dict(space),
+                                                          "spec": spec.to_dict()}).encode())
         backend = backend or _open_storage(None, study_dir, heartbeat, optuna)
 
     metric = spec.tune.metric
@@ -272,6 +279,33 @@ def tune(spec: Spec | dict[str, Any] | str | Path, trials: int | None = None, ou
     result = _summarise(study, spec, space, study_dir, metric, direction, optuna)
     _write_study_report(result, space, Progress(progress))
     return result
+
+
+def _read_study_file(study_dir: Path) -> dict[str, Any]:
+    """``STUDY/study.json``, checked: a study folder is data anyone may have edited, like a run folder."""
+    path = study_dir / _STUDY_FILE
+    if not path.is_file():
+        raise NetfitError(f"--resume {study_dir}: not a study folder (no {_STUDY_FILE}); give the folder "
+                          "`netfit tune` printed")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        name = saved["study_name"]
+        if not isinstance(name, str) or not _plain_name(name):
+            raise ValueError(f"study_name {name!r}")
+        if not (saved.get("storage") is None or isinstance(saved["storage"], str)):
+            raise ValueError("storage is not a URL")
+        if not isinstance(saved.get("storage_password", False), bool) or not isinstance(saved["space"], dict):
+            raise ValueError("storage_password or space has the wrong type")
+        if not isinstance(saved.get("spec", {}), dict):
+            raise ValueError("spec is not a table")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise NetfitError(f"{path} cannot be read ({err}); the study folder was damaged: start a new study") from None
+    # Studies made before the spec was kept in study.json have none: then the spec must be given.
+    return {"storage": None, "storage_password": False, "spec": None, **saved}
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and name not in (".", "..") and all(c.isalnum() or c in "-_." for c in name)
 
 
 def _write_study_report(result: TuneResult, space: dict[str, TuneRange], reporter: Progress) -> None:
