@@ -186,6 +186,30 @@ def test_resume_needs_only_the_study_folder_and_refuses_a_damaged_one(tmp_path, 
         assert words in message and "\n" not in message
 
 
+def test_a_stop_after_the_trial_run_was_saved_keeps_the_trial(tmp_path, monkeypatch):
+    # Ctrl-C while the first trial's report is drawn: its run folder is whole, so the trial counts.
+    import netfit.api
+
+    write_report, calls = netfit.api._write_report, []
+
+    def interrupted(*args):
+        calls.append(args)
+        write_report(*args)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(netfit.api, "_write_report", interrupted)
+    spec = small_spec(trials=2, **{"train.lr": {"low": 1e-3, "high": 3e-2, "log": True}})
+    with pytest.raises(KeyboardInterrupt):
+        tune(spec, out=tmp_path, study_name="s", progress=None, pruner=optuna.pruners.NopPruner())
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "s" / "journal.log")))
+    (kept,) = optuna.load_study(study_name="s", storage=storage).get_trials()
+    assert kept.state == optuna.trial.TrialState.COMPLETE
+    assert kept.value == netfit.load(kept.user_attrs["run_dir"]).metrics["val_accuracy"]
+    resumed = tune(None, resume=tmp_path / "s", progress=None, pruner=optuna.pruners.NopPruner())
+    assert [t["state"] for t in resumed.trials] == ["complete", "complete"]
+
+
 def test_missing_optuna_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna now raises ImportError
     assert "pip install 'netfit[tune]'" in bad(small_spec(), out=tmp_path)

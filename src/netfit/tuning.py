@@ -72,8 +72,10 @@ class PruningCallback(Callback):
     def __init__(self, trial: Any, metric: str) -> None:
         self.trial, self.metric = trial, metric
         self.pruned = False
+        self.run_dir: Path | None = None  # the trial's run folder, once training starts
 
     def on_run_start(self, training: Training) -> None:
+        self.run_dir = training.run_dir
         # The task is known only once the data is read: tune.metric = "val_r2" on a classification
         # trained every trial to the end and then stopped the study with an internal KeyError.
         if self.metric not in ("val_loss", "val_metric", training.metric_name):
@@ -405,7 +407,9 @@ def _work(job: dict[str, Any], study: Any, progress: ProgressTarget, optuna: Any
     both start one, so a study ends with at most ``workers - 1`` finished trials above the count.
     """
     running = optuna.trial.TrialState.RUNNING
-    objective = _objective(spec_from_dict(job["spec"], source="tune"), Path(job["study_dir"]), progress, optuna)
+    stopped: list[BaseException] = []  # a stop that came after the trial's run was saved: raised once it is told
+    objective = _objective(spec_from_dict(job["spec"], source="tune"), Path(job["study_dir"]), progress, optuna,
+                           stopped)
     while True:
         _fail_stale(study, optuna, at_open=False)
         trials = study.get_trials(deepcopy=False)
@@ -424,10 +428,13 @@ def _work(job: dict[str, Any], study: Any, progress: ProgressTarget, optuna: Any
             time.sleep(0.5)  # another worker's trial may yet fail, or its worker die: look again
             continue
         study.optimize(objective, n_trials=1, catch=(NetfitError,), callbacks=[_trial_line(progress)])
+        if stopped:
+            raise stopped[0]
 
 
-def _objective(spec: Spec, study_dir: Path, progress: ProgressTarget, optuna: Any):
+def _objective(spec: Spec, study_dir: Path, progress: ProgressTarget, optuna: Any, stopped: list[BaseException]):
     from .api import fit
+    from .rundir import is_finished, read_run
 
     space, metric = spec.tune.space, spec.tune.metric
 
@@ -444,6 +451,17 @@ def _objective(spec: Spec, study_dir: Path, progress: ProgressTarget, optuna: An
             # A diverged trial (lr too high) fails alone; the study goes on (optimize's catch).
             trial.set_user_attr("error", str(err))
             raise
+        except KeyboardInterrupt as stop:
+            # Ctrl-C (or the tune process's SIGTERM) while a saved run's report is drawn: the run is whole,
+            # so the trial counts, and the stop takes effect once Optuna has been told.
+            if callback.run_dir is None or not is_finished(callback.run_dir) or callback.pruned:
+                raise
+            stopped.append(stop)
+            saved = read_run(callback.run_dir)
+            name = metric if metric != "auto" else metric_name(saved.preparation.task)
+            trial.set_user_attr("run_dir", str(callback.run_dir))
+            trial.set_user_attr("metric", name)
+            return float(saved.metrics[name])
         trial.set_user_attr("run_dir", str(run.run_dir))
         name = metric if metric != "auto" else metric_name(run.model.task)
         trial.set_user_attr("metric", name)
