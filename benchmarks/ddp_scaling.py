@@ -81,7 +81,7 @@ def _time_steps(engine, torch, rows_of, steps: int, warmup: int) -> list[float]:
     return times
 
 
-def _orders(torch, n: int, count: int, seed: int = 0) -> torch.Tensor:
+def _orders(torch, n: int, count: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     return torch.cat([torch.randperm(n, generator=g) for _ in range(count)])
 
