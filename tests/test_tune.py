@@ -210,6 +210,15 @@ def test_a_stop_after_the_trial_run_was_saved_keeps_the_trial(tmp_path, monkeypa
     assert [t["state"] for t in resumed.trials] == ["complete", "complete"]
 
 
+def test_a_resumed_session_draws_new_values(tmp_path):
+    # TPE starts from random draws: with the first session's seed, the resume re-proposed its values.
+    spec = small_spec(trials=2, **{"train.lr": {"low": 1e-3, "high": 3e-2, "log": True}})
+    first = tune(spec, out=tmp_path, study_name="s", progress=None, pruner=optuna.pruners.NopPruner())
+    resumed = tune(None, trials=4, resume=first.study_dir, progress=None, pruner=optuna.pruners.NopPruner())
+    drawn = [t["params"]["train.lr"] for t in resumed.trials]
+    assert len(drawn) == 4 and len(set(drawn)) == 4, drawn
+
+
 def test_missing_optuna_names_the_extra(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna now raises ImportError
     assert "pip install 'netfit[tune]'" in bad(small_spec(), out=tmp_path)

@@ -256,10 +256,10 @@ def tune(spec: Spec | dict[str, Any] | str | Path | None, trials: int | None = N
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(
         study_name=study_name, storage=backend, load_if_exists=True, direction=direction,
-        sampler=optuna.samplers.TPESampler(seed=spec.train.seed),
         pruner=pruner if pruner is not None else _default_pruner(spec, optuna))
     _fail_stale(study, optuna, at_open=True)
     first = len(study.get_trials(deepcopy=False))
+    study.sampler = _sampler(spec, first, 0, optuna)
     if first == 0 and (baseline := _baseline(spec, space)) is not None:
         # Trial 0 is the spec as written, so the search can only match or beat it on validation.
         study.enqueue_trial(baseline, user_attrs={"baseline": True})
@@ -319,6 +319,19 @@ def _write_study_report(result: TuneResult, space: dict[str, TuneRange], reporte
         reporter.note(f"netfit: study report: {result.report_path}")
     except NetfitError as err:
         reporter.note(f"netfit: warning: the study is saved, but its report was not written ({err})")
+
+
+def _sampler(spec: Spec, session: int, worker: int, optuna: Any) -> Any:
+    """TPE, seeded from ``train.seed``, the trials the study held when this session began, and the worker.
+
+    One seed for all would repeat draws: TPE starts from random trials, so a resumed session
+    re-proposed the first session's values (trial 3 of a resumed study was trial 1 again), and two
+    workers that see the same finished trials would propose the same ones.
+    """
+    import numpy as np
+
+    return optuna.samplers.TPESampler(seed=int(np.random.SeedSequence([spec.train.seed, session, worker])
+                                               .generate_state(1)[0]))
 
 
 def _default_pruner(spec: Spec, optuna: Any) -> Any:
@@ -600,10 +613,8 @@ def _worker_main() -> None:
     spec = spec_from_dict(job["spec"], source="tune")
     try:
         storage = _open_storage(job["storage"], Path(job["study_dir"]), job["heartbeat"], optuna)
-        # Each worker its own seed: with one seed, workers that see the same finished trials propose the same values.
         study = optuna.load_study(
-            study_name=job["study_name"], storage=storage,
-            sampler=optuna.samplers.TPESampler(seed=spec.train.seed + job["index"]),
+            study_name=job["study_name"], storage=storage, sampler=_sampler(spec, job["first"], job["index"], optuna),
             pruner=job["pruner"] if job["pruner"] is not None else _default_pruner(spec, optuna))
         _work(job, study, None if job["quiet"] else sys.stdout, optuna)
     except TrainingInterrupted as interrupted:  # SIGTERM from the tune process: the trial is failed, exit quietly
