@@ -390,9 +390,9 @@ def _open_storage(url: str | None, study_dir: Path | None, heartbeat: int, optun
 
 def _baseline(spec: Spec, space: dict[str, TuneRange]) -> dict[str, Any] | None:
     """The spec's own values as Optuna params, or None when any of them lies outside the space."""
-    params = {}
+    params, written = {}, spec.to_dict()
     for key, rng in space.items():
-        value: Any = spec.to_dict()
+        value: Any = written
         for part in key.split("."):
             value = value.get(part) if isinstance(value, dict) else None
         if rng.choices is not None:
