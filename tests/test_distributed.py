@@ -112,6 +112,35 @@ def test_two_processes_train_what_one_process_trains(tmp_path):
     assert "processes" not in json.loads((one / "run.json").read_text())["training"]
 
 
+AUGMENTED_SPEC = """\
+[data]
+dataset = "mnist-sample"
+[data.augment]
+shift = 2
+flip = true
+[model]
+hidden = [32]
+[train]
+epochs = 2
+batch_size = 99
+device = "cpu"
+"""
+
+
+def test_two_processes_augment_every_image_as_one_process_does(tmp_path):
+    # The draws are per row, not per step: each rank changes its part of a batch as one process would.
+    spec = tmp_path / "augmented.toml"
+    spec.write_text(AUGMENTED_SPEC)
+    runs = []
+    for name, processes in (("one", None), ("two", 2)):
+        done = _run(processes, spec, "--out", tmp_path / name, "--quiet")
+        assert done.returncode == 0, done.stderr
+        runs.append(_run_dir(tmp_path / name))
+    for got, want in zip(_metrics(runs[1]), _metrics(runs[0]), strict=True):
+        for key in ("train_loss", "val_loss", "val_accuracy"):
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), (key, got["epoch"])
+
+
 def _start_and_stop(tmp_path: Path, name: str, signum: int) -> tuple[Path, str]:
     """Start a 2-process job, send ``signum`` to torchrun and its ranks once epoch 2 is checkpointed."""
     out, log = tmp_path / name, tmp_path / f"{name}.err"

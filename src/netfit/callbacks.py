@@ -30,6 +30,7 @@ from .distributed import Ranks
 from .history import EpochRecord, History, TrainingState, metric_name
 
 if TYPE_CHECKING:
+    from .augment import ImageAugment
     from .splits import Split
     from .spec import Spec
 
@@ -54,6 +55,7 @@ class Training:
     classes: list[str] | None = None  # class names, index = class id
     say: Callable[[str], None] = print  # one line for the person watching (the loop's progress sets it)
     ranks: Ranks = field(default_factory=Ranks)  # the processes of a torchrun job; one without torchrun
+    augment: "ImageAugment | None" = None  # random shifts and flips of training images (data.augment)
     # Made by the loop: the shuffle generator and, for fp16, the gradient scaler (checkpoints record both).
     generator: torch.Generator | None = None
     grad_scaler: torch.amp.GradScaler | None = None

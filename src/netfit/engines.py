@@ -28,6 +28,7 @@ from .step import train_step
 from .streaming import StreamedEpoch, StreamedRows
 
 if TYPE_CHECKING:
+    from .augment import ImageAugment
     from .distributed import BatchShares
 
 __all__ = ["StepPlan", "ENGINES", "choose_engine", "engine_name", "EagerEngine", "CompiledEngine", "GraphEngine"]
@@ -54,6 +55,7 @@ class StepPlan:
     first_step: int = 0  # steps run before this process started (a resumed run): the index into ``rates``
     skip_nonfinite: bool = False  # skip steps whose loss or gradients are NaN or infinite
     shares: "BatchShares | None" = None  # several processes: each steps on its slice of every batch
+    augment: "ImageAugment | None" = None  # changes each training image before scaling (data.augment)
 
     @property
     def steps(self) -> int:
@@ -99,6 +101,8 @@ class EagerEngine:
         else:
             if stored is None:
                 stored = torch.index_select(p.train.X, 0, rows, out=self._stored[:n])
+            if p.augment is not None:
+                stored = p.augment(stored, rows)
             x = p.train.scaler.apply(stored, out=self._inputs[:n])
         loss, finite = train_step(self.network, p.loss_fn, p.optimizer, x, p.train.y.index_select(0, rows),
                                   p.clip_grad_norm, p.autocast_dtype, p.grad_scaler, p.skip_nonfinite)
@@ -194,8 +198,12 @@ class GraphEngine:
         # Learning rate of this step, from the device table: no host value, so it can be captured.
         self.lr.copy_(self.rates.index_select(0, self.step_count.clamp(max=len(self.rates) - 1).view(1))[0])
         self.step_count += 1
-        loss, finite = train_step(p.model, p.loss_fn, p.optimizer, p.train.inputs(rows),
-                                  p.train.y.index_select(0, rows), p.clip_grad_norm, p.autocast_dtype)
+        if p.augment is None:
+            x = p.train.inputs(rows)
+        else:
+            x = p.train.scaler.apply(p.augment(p.train.X.index_select(0, rows), rows))
+        loss, finite = train_step(p.model, p.loss_fn, p.optimizer, x, p.train.y.index_select(0, rows),
+                                  p.clip_grad_norm, p.autocast_dtype)
         self.first_bad_step.copy_(torch.where(~finite & (self.first_bad_step < 0), self.step_count - 1,
                                               self.first_bad_step))
         return loss

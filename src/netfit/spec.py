@@ -34,6 +34,7 @@ __all__ = [
     "toml_value",
     "Spec",
     "MissingSpec",
+    "AugmentSpec",
     "CategoricalSpec",
     "TextSpec",
     "DATA_FORMATS",
@@ -189,6 +190,20 @@ class TextSpec(_Section):
     lowercase: bool = Field(True, description="lowercase text before tokenising")
 
 
+class AugmentSpec(_Section):
+    """Random changes to training images, drawn afresh every epoch from train.seed; validation, test and
+    prediction images are never changed. Images only: built-in image datasets and image folders."""
+
+    shift: int = Field(0, ge=0, le=64, description="move each training image by up to this many pixels along each "
+                                                   "axis, uncovered pixels black (0 = off)")
+    flip: bool = Field(False, description="mirror each training image left to right with probability 1/2; only for "
+                                          "classes that keep their name in a mirror (clothes, not digits)")
+
+    @property
+    def enabled(self) -> bool:
+        return self.shift > 0 or self.flip
+
+
 class DataSpec(_Section):
     """Where the examples come from and how inputs are scaled."""
 
@@ -233,6 +248,8 @@ class DataSpec(_Section):
     categorical: CategoricalSpec = Field(default_factory=lambda: CategoricalSpec(),
                                          description="how categorical columns are encoded")
     text: TextSpec = Field(default_factory=lambda: TextSpec(), description="how text columns become bag-of-words")
+    augment: AugmentSpec = Field(default_factory=lambda: AugmentSpec(),
+                                 description="random shifts and mirror flips of training images (images only)")
     image_size: Annotated[list[Annotated[int, Field(gt=0, le=65_536)]], Field(min_length=2, max_length=2)] | None = \
         Field(None, description="[height, width] every image of an image folder is resized to; left out, all "
                                 "images must have the first image's size")

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .augment import check_augment
 from .errors import NetfitError
 from .losses import build_loss
 from .model import build_network
@@ -123,6 +124,7 @@ def start_training(spec: Spec, X: Any = None, y: Any = None, module: type[nn.Mod
     device = resolve_device(spec.train.device)
     data = prepare(spec, X, y)
     prep = data.preparation
+    check_augment(spec.data.augment, prep.image_shape, prep.dataset)
     autocast_dtype = resolve_precision(spec.train.precision, device)
     torch.manual_seed(spec.train.seed)  # initial weights and dropout masks
     network = build_network(spec.model, prep.input_size, prep.output_size, module, prep.layout).to(device)

@@ -145,7 +145,7 @@ class _Loop:
         self.plan = StepPlan(network, t.loss_fn, t.optimizer, t.train, min(recipe.batch_size, len(t.train)),
                              self.full, self.rest, self.rates, recipe.clip_grad_norm, t.precision, t.grad_scaler,
                              first_step=t.state.global_step, skip_nonfinite=recipe.on_nonfinite == "skip_step",
-                             shares=shares)
+                             shares=shares, augment=t.augment)
         self.engine, reason = choose_engine(t.engine, self.plan, t.device)
         t.engine = self.engine.name
         t.history = History(metric_name=t.metric_name, engine=self.engine.name, epochs=list(t.state.history),
@@ -167,6 +167,8 @@ class _Loop:
 
     def run_epoch(self, epoch: int, order, on_step: Callable[[int], bool], first: int) -> tuple[torch.Tensor, int]:
         skipped_before = self.engine.skipped
+        if self.t.augment is not None:
+            self.t.augment.begin_epoch(epoch)  # drawn from the seed and the epoch: a resume draws the same
         loss_sum, done = self.engine.run_epoch(order, on_step, first)
         if first and self.t.ranks.leader:  # the steps run before the resume (all ranks' losses: rank 0 adds them)
             loss_sum = loss_sum + self.t.state.epoch_loss_sum

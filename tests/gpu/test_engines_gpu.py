@@ -35,6 +35,17 @@ def test_graph_and_eager_loss_curves_agree_in_fp32():
     assert np.allclose(curves["eager"], curves["graph"], rtol=2e-3, atol=1e-4), curves
 
 
+def test_augmented_images_are_captured_in_the_graph_and_agree_with_eager():
+    spec = fashion(epochs=2, precision="fp32")
+    spec["data"] = {**spec["data"], "augment": {"shift": 2, "flip": True}}
+    curves = {}
+    for engine in ("eager", "graph"):
+        run = netfit.fit({**spec, "train": {**spec["train"], "engine": engine}}, out=None, progress=None)
+        assert run.history.engine == engine  # no fall-back: the shift and flip are captured with the step
+        curves[engine] = [(r.train_loss, r.val_loss) for r in run.history.epochs]
+    assert np.allclose(curves["eager"], curves["graph"], rtol=2e-3, atol=1e-4), curves
+
+
 OPTIMIZERS = {"sgd": ({"name": "sgd", "momentum": 0.9, "nesterov": True}, 0.05), "adam": ("adam", 1e-3),
               "adamw": ("adamw", 1e-3), "rmsprop": ("rmsprop", 1e-3)}
 
