@@ -133,7 +133,7 @@ def test_data_that_are_not_images_are_refused_before_training():
     from sklearn.datasets import load_iris
 
     X, y = load_iris(return_X_y=True)
-    with pytest.raises(NetfitError, match=r"data\.augment shifts and flips images, but .* is not images"):
+    with pytest.raises(NetfitError, match=r"data\.augment shifts and flips images, but .* is not image data"):
         netfit.fit({"data": {"augment": {"flip": True}}, "train": {"epochs": 1}}, X, y, progress=None)
     with pytest.raises(NetfitError, match=r"data\.augment\.shift = 28 would move 28x28 images out of sight"):
         netfit.fit(_with_augment(shift=28), progress=None)

@@ -48,7 +48,8 @@ class ImageAugment:
         self._columns = torch.arange(self.width, device=device).view(1, 1, -1)  # (1, 1, W)
 
     def describe(self) -> str:
-        changes = ([f"shifts of up to {self.shift} pixels"] if self.shift else []) + (["mirror flips"] if self.flip else [])
+        changes = [f"shifts of up to {self.shift} pixels"] if self.shift else []
+        changes += ["mirror flips"] if self.flip else []
         return f"training images change every epoch: {' and '.join(changes)}"
 
     def begin_epoch(self, epoch: int) -> None:
@@ -80,7 +81,7 @@ def check_augment(options: AugmentSpec, shape: tuple[int, int, int] | None, sour
     if not options.enabled:
         return
     if shape is None:
-        raise NetfitError(f"data.augment shifts and flips images, but {source} is not images; use it with an image "
+        raise NetfitError(f"data.augment shifts and flips images, but {source} is not image data; use it with an image "
                           "dataset (mnist, fashion-mnist, kmnist) or an image folder, or remove [data.augment]")
     height, width, _ = shape
     if options.shift >= min(height, width):
