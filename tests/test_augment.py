@@ -8,6 +8,7 @@ and data that are not images are refused in one line before anything trains.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -133,9 +134,10 @@ def test_data_that_are_not_images_are_refused_before_training():
     from sklearn.datasets import load_iris
 
     X, y = load_iris(return_X_y=True)
-    with pytest.raises(NetfitError, match=r"data\.augment shifts and flips images, but .* is not image data"):
+    not_images = r"data\.augment moves and mirrors images, but the rows of .* are not images of a known height"
+    with pytest.raises(NetfitError, match=not_images):
         netfit.fit({"data": {"augment": {"flip": True}}, "train": {"epochs": 1}}, X, y, progress=None)
-    with pytest.raises(NetfitError, match=r"data\.augment\.shift = 28 would move 28x28 images out of sight"):
+    with pytest.raises(NetfitError, match=r"shift = 28 would move images of height 28 and width 28 out of sight"):
         netfit.fit(_with_augment(shift=28), progress=None)
     # Left at its defaults, [data.augment] changes nothing and is accepted anywhere.
     netfit.fit({"data": {"augment": {"shift": 0, "flip": False}}, "train": {"epochs": 1}}, X, y, progress=None)
@@ -165,3 +167,36 @@ def test_augmented_images_stay_uint8_and_scale_as_the_others():
     augment.begin_epoch(1)
     out = augment(stored, torch.arange(2))
     assert out.dtype == torch.uint8 and out.shape == (2, 784)
+
+
+@pytest.mark.parametrize("shape", [(120, 12, 10), (120, 9, 16, 3), (120, 36, 64)])
+def test_arrays_of_images_are_augmented_with_their_own_height_width_and_channels(shape):
+    rng = np.random.default_rng(0)
+    X, y = rng.integers(0, 256, shape, dtype=np.uint8), np.repeat(np.arange(3), 40)
+    spec = {"model": {"hidden": [8]}, "data": {"augment": {"shift": 2, "flip": True}}, "train": {"epochs": 1}}
+    netfit.fit(spec, X, y, out=None, progress=None)
+    too_far = min(shape[1], shape[2])
+    spec["data"]["augment"]["shift"] = too_far
+    with pytest.raises(NetfitError, match=f"would move images of height {shape[1]} and width {shape[2]} out of sight"):
+        netfit.fit(spec, X, y, out=None, progress=None)
+
+
+def test_flattened_rows_of_pixels_are_refused_they_could_be_any_shape():
+    # 2,304 pixels are 48x48, or 36x64, or 24x96: netfit will not guess which.
+    X, y = np.zeros((60, 2304), dtype=np.uint8), np.repeat(np.arange(3), 20)
+    spec = {"data": {"augment": {"shift": 1}}, "train": {"epochs": 1}}
+    with pytest.raises(NetfitError, match=r"uint8 array of shape \(n, height, width\[, channels\]\)"):
+        netfit.fit(spec, X, y, out=None, progress=None)
+
+
+def test_idx_images_keep_their_shape_whatever_the_scaling():
+    netfit.fit({**_with_augment(shift=1), "train": {**MNIST["train"], "epochs": 1}, "model": {"hidden": [8]},
+                "data": {**_with_augment(shift=1)["data"], "scaling": "standardize"}}, out=None, progress=None)
+
+
+def test_mirroring_handwriting_is_cautioned_in_one_line():
+    log = io.StringIO()
+    netfit.fit({**_with_augment(flip=True), "train": {**MNIST["train"], "epochs": 1}}, out=None, progress=log)
+    lines = log.getvalue().splitlines()
+    assert "netfit: training images change every epoch: mirror flips" in lines
+    assert sum("caution: mnist-sample is handwriting" in line for line in lines) == 1

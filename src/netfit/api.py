@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .augment import image_augment
+from .augment import image_augment, mirror_caution
 from .checkpoint import Checkpoint, Checkpointer, FollowerCheckpoints, data_hash, list_checkpoints, verify_checkpoints
 from .distributed import Ranks, joined
 from .engines import engine_name
@@ -259,10 +259,13 @@ def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | Non
             checkpoints.clear_leftovers()
         try:
             with _cpu_threads(device, ranks.local_size):
-                augment = image_augment(spec.data.augment, prep.image_shape, len(data.train), spec.train.seed,
+                augment = image_augment(spec.data.augment, data.image_shape, len(data.train), spec.train.seed,
                                         device, prep.dataset)
                 if augment is not None:
                     reporter.note(f"netfit: {augment.describe()}")
+                    caution = mirror_caution(spec.data.augment, spec.data.dataset)
+                    if caution:
+                        reporter.note(caution)
                 training = Training(network, loss_fn, optimizer, data.train, data.val, spec, prep.task, device,
                                     autocast_dtype, engine, run_dir, prep.classes, ranks=ranks, augment=augment)
                 logs = loggers_for(spec, run_dir) if ranks.leader else []

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from .errors import NetfitError
 from .spec import AugmentSpec
 
-__all__ = ["ImageAugment", "image_augment", "check_augment"]
+__all__ = ["ImageAugment", "image_augment", "check_augment", "mirror_caution"]
 
 # Mixed into the per-epoch seed so that augmentation draws never repeat the shuffling generator's stream.
 _STREAM = 0x5EED_A06
@@ -48,7 +48,7 @@ class ImageAugment:
         self._columns = torch.arange(self.width, device=device).view(1, 1, -1)  # (1, 1, W)
 
     def describe(self) -> str:
-        changes = [f"shifts of up to {self.shift} pixels"] if self.shift else []
+        changes = [f"shifts of up to {self.shift} pixel{'s' if self.shift > 1 else ''}"] if self.shift else []
         changes += ["mirror flips"] if self.flip else []
         return f"training images change every epoch: {' and '.join(changes)}"
 
@@ -76,16 +76,31 @@ class ImageAugment:
         return torch.gather(images.reshape(n, -1, c), 1, source).view(n, h * w * c)
 
 
+# Built-in datasets of handwriting: a mirrored digit or character is another one, or none.
+_WRITING = ("mnist", "mnist-sample", "kmnist")
+
+
+def mirror_caution(options: AugmentSpec, dataset: str | None) -> str | None:
+    """A one-line caution when mirror flips are asked for on a built-in dataset of handwriting."""
+    if options.flip and dataset in _WRITING:
+        return (f"netfit: caution: {dataset} is handwriting, and a mirrored digit or character is another one or "
+                "none; data.augment.flip suits classes that keep their name in a mirror (clothes, most photos)")
+    return None
+
+
 def check_augment(options: AugmentSpec, shape: tuple[int, int, int] | None, source: str) -> None:
     """Refuse ``data.augment`` for data that are not images, or a shift that would move them out of sight."""
     if not options.enabled:
         return
     if shape is None:
-        raise NetfitError(f"data.augment shifts and flips images, but {source} is not image data; use it with an image "
-                          "dataset (mnist, fashion-mnist, kmnist) or an image folder, or remove [data.augment]")
+        raise NetfitError(f"data.augment moves and mirrors images, but the rows of {source} are not images of a known "
+                          "height and width; use an image folder, an IDX dataset (mnist-sample, mnist, fashion-mnist, "
+                          "kmnist, or IDX files) or, in Python, a uint8 array of shape (n, height, width[, channels]); "
+                          "or remove [data.augment]")
     height, width, _ = shape
     if options.shift >= min(height, width):
-        raise NetfitError(f"data.augment.shift = {options.shift} would move {width}x{height} images out of sight; "
+        raise NetfitError(f"data.augment.shift = {options.shift} would move images of height {height} and width "
+                          f"{width} out of sight; "
                           f"use a shift below {min(height, width)} (1-3 pixels is usual)")
 
 

@@ -57,17 +57,6 @@ class Preparation:
     encoder: ColumnEncoder | None = None
 
     @property
-    def image_shape(self) -> tuple[int, int, int] | None:
-        """(height, width, channels) of a row of pixels: an image folder's saved geometry, or square grey
-        images (IDX datasets such as MNIST, or a table of pixel columns divided by 255); None otherwise."""
-        if self.image is not None:
-            return self.image.height, self.image.width, self.image.channels
-        side = math.isqrt(self.input_size)
-        if self.input_scaler.method == "divide_by_255" and side * side == self.input_size and self.encoder is None:
-            return side, side, 1
-        return None
-
-    @property
     def layout(self) -> InputLayout | None:
         """What the network's first layer reads, for a table with an encoder (None: a plain tensor)."""
         return self.encoder.layout if self.encoder is not None else None

@@ -16,6 +16,7 @@ import torch
 
 from .encoder import as_arrow, check_cells, fit_encoder, infer_column_types
 from .data import RawData, check_arrays, load_raw, split_rows
+from .data.idx import image_shape_of
 from .errors import NetfitError
 from .features import InputLayout
 from .preparation import Preparation, encoded_sha256
@@ -110,7 +111,8 @@ def prepare(spec: Spec, X: np.ndarray | None = None, y: np.ndarray | None = None
         # With an encoder the test part is hashed as encoded: from its split, not encoded a second time.
         preparation.test_sha256 = encoded_sha256(test.X, raw.y_test) if encoder is not None and test is not None \
             else preparation.part_sha256(raw.X_test, raw.y_test)
-    return PreparedData(preparation, split(X_tr, y_tr, "train"), split(X_val, y_val, "validation"), test)
+    return PreparedData(preparation, split(X_tr, y_tr, "train"), split(X_val, y_val, "validation"), test,
+                        image_shape=raw.image_shape)
 
 
 def _column_types(spec: Spec, raw: RawData) -> dict[str, str] | None:
@@ -180,6 +182,7 @@ def _raw_from_arrays(spec: Spec, X: Any, y: Any) -> RawData:
         return RawData(name="table", X_train=table, y_train=y, X_test=X_test, y_test=y_test, kind="table",
                        feature_names=list(table.column_names), split=split)
     X = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
+    image_shape = image_shape_of(X)
     if X.ndim > 2:
         X = X.reshape(len(X), -1)
     if X.ndim == 1:
@@ -192,4 +195,5 @@ def _raw_from_arrays(spec: Spec, X: Any, y: Any) -> RawData:
         keep, held = split_rows(len(X), spec.data.test_fraction, spec.data.split_seed)
         X, y, X_test, y_test = X[keep], y[keep], X[held], y[held]
     kind = "image" if X.dtype == np.uint8 else "table"
-    return RawData(name="arrays", X_train=X, y_train=y, X_test=X_test, y_test=y_test, kind=kind)
+    return RawData(name="arrays", X_train=X, y_train=y, X_test=X_test, y_test=y_test, kind=kind,
+                   image_shape=image_shape)

@@ -274,9 +274,15 @@ def _worst_mistakes(p: Predictions, classes: list[str], prep, plots) -> str:
 
 
 def _image_shape(prep) -> tuple[int, ...] | None:
-    """How a row of pixels is drawn: (height, width) for grey images, (height, width, channels) for colour."""
-    shape = prep.image_shape
-    return shape[:2] if shape is not None and shape[2] == 1 else shape
+    """How a row of pixels is drawn: an image folder's saved geometry, or square grey IDX digits."""
+    if prep.image is not None:
+        g = prep.image
+        return (g.height, g.width) if g.channels == 1 else (g.height, g.width, g.channels)
+    side = math.isqrt(prep.input_size)
+    # IDX datasets (MNIST and its kin) are uint8 pixels scaled by 255, in rows of side x side.
+    if prep.input_scaler.method == "divide_by_255" and side * side == prep.input_size and prep.encoder is None:
+        return (side, side)
+    return None
 
 
 def _regression(p: Predictions, prep, plots) -> str:

@@ -48,3 +48,4 @@ class PreparedData:
     train: Split
     val: Split | None
     test: Split | None
+    image_shape: tuple[int, int, int] | None = None  # (height, width, channels) of a row's pixels, when known

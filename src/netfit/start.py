@@ -124,7 +124,7 @@ def start_training(spec: Spec, X: Any = None, y: Any = None, module: type[nn.Mod
     device = resolve_device(spec.train.device)
     data = prepare(spec, X, y)
     prep = data.preparation
-    check_augment(spec.data.augment, prep.image_shape, prep.dataset)
+    check_augment(spec.data.augment, data.image_shape, prep.dataset)
     autocast_dtype = resolve_precision(spec.train.precision, device)
     torch.manual_seed(spec.train.seed)  # initial weights and dropout masks
     network = build_network(spec.model, prep.input_size, prep.output_size, module, prep.layout).to(device)

@@ -137,6 +137,7 @@ def _load_files(spec: DataSpec, features: list[str] | None) -> RawData:
         feature_names=train.feature_names,
         test_ignored=() if test is None else test.ignored,
         image=geometry,
+        image_shape=(geometry.height, geometry.width, geometry.channels) if geometry is not None else train.image_shape,
     )
 
 

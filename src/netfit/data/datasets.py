@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import NetfitError
 from ..registry import Registry
 from .download import MirrorsUnreachable, download_files
-from .formats import find_idx_file, idx_images, idx_labels, parse_idx, read_idx_pair
+from .formats import find_idx_file, idx_images, idx_labels, image_shape_of, parse_idx, read_idx_pair
 from .rawdata import RawData
 from .split import split_rows
 
@@ -96,10 +96,12 @@ def search_folders(name: str, data_dir: Path | None) -> list[Path]:
 @DATASETS.register("mnist-sample")
 def _load_mnist_sample(data_dir: Path | None, download: bool) -> RawData:
     """The 10,000 MNIST test digits shipped with netfit, split 8,000 train / 2,000 test."""
-    X = idx_images(parse_idx(_sample_bytes("t10k-images-idx3-ubyte.gz"), "mnist-sample images"), "mnist-sample")
+    images = parse_idx(_sample_bytes("t10k-images-idx3-ubyte.gz"), "mnist-sample images")
+    X = idx_images(images, "mnist-sample")
     y = idx_labels(parse_idx(_sample_bytes("t10k-labels-idx1-ubyte.gz"), "mnist-sample labels"), "mnist-sample")
     train, test = split_rows(len(y), _BUILTIN_TEST_FRACTION, _FIXED_SPLIT_SEED)
-    return RawData("mnist-sample", X[train], y[train], X[test], y[test], kind="image", class_names=_DIGIT_NAMES)
+    return RawData("mnist-sample", X[train], y[train], X[test], y[test], kind="image", class_names=_DIGIT_NAMES,
+                   image_shape=image_shape_of(images))
 
 
 def _sample_bytes(filename: str) -> bytes:
@@ -176,9 +178,10 @@ def _idx_set_in(folder: Path) -> dict[str, Path] | None:
 
 
 def _read_idx_set(name: str, files: dict[str, Path], class_names: list[str]) -> RawData:
-    X_train, y_train = read_idx_pair(files["train-images-idx3-ubyte.gz"], files["train-labels-idx1-ubyte.gz"])
-    X_test, y_test = read_idx_pair(files["t10k-images-idx3-ubyte.gz"], files["t10k-labels-idx1-ubyte.gz"])
-    return RawData(name, X_train, y_train, X_test, y_test, kind="image", class_names=class_names)
+    train = read_idx_pair(files["train-images-idx3-ubyte.gz"], files["train-labels-idx1-ubyte.gz"])
+    test = read_idx_pair(files["t10k-images-idx3-ubyte.gz"], files["t10k-labels-idx1-ubyte.gz"])
+    return RawData(name, train.X, train.y, test.X, test.y, kind="image", class_names=class_names,
+                   image_shape=train.image_shape)
 
 
 def _not_found(name: str, missing: list[str], folders: list[Path], reason: str) -> str:

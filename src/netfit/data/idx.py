@@ -24,7 +24,7 @@ from ..errors import NetfitError
 from ..files import open_regular, require_memory
 from .table import Table
 
-__all__ = ["parse_idx", "read_idx", "idx_images", "idx_labels", "read_idx_pair", "read_idx_dir", "find_idx_file",
+__all__ = ["parse_idx", "read_idx", "idx_images", "image_shape_of", "idx_labels", "read_idx_pair", "read_idx_dir", "find_idx_file",
            "labels_next_to"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -160,6 +160,15 @@ def idx_images(array: np.ndarray, source: str) -> np.ndarray:
     return array.reshape(len(array), -1)
 
 
+def image_shape_of(array: np.ndarray) -> tuple[int, int, int] | None:
+    """(height, width, channels) of an (n, height, width[, channels]) array of images, else None."""
+    if array.ndim == 3:
+        return array.shape[1], array.shape[2], 1
+    if array.ndim == 4:
+        return array.shape[1], array.shape[2], array.shape[3]
+    return None
+
+
 def idx_labels(array: np.ndarray, source: str) -> np.ndarray:
     """Check that an IDX array is 1-D labels; integers come back as int64, floats as float64."""
     if array.ndim != 1:
@@ -170,16 +179,17 @@ def idx_labels(array: np.ndarray, source: str) -> np.ndarray:
     return array.astype(np.float64 if np.issubdtype(array.dtype, np.floating) else np.int64)
 
 
-def read_idx_pair(images_path: str | Path, labels_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read an IDX images file and its labels file: ``(X, y)`` with X of shape (n, rows*cols), y int64."""
-    X = idx_images(read_idx(images_path), str(images_path))
+def read_idx_pair(images_path: str | Path, labels_path: str | Path) -> Table:
+    """Read an IDX images file and its labels file: X of shape (n, rows*cols), y int64, and the image shape."""
+    images = read_idx(images_path)
+    X = idx_images(images, str(images_path))
     y = idx_labels(read_idx(labels_path), str(labels_path))
     if len(X) != len(y):
         raise NetfitError(
             f"{str(images_path)!r} has {len(X)} images but {str(labels_path)!r} has {len(y)} labels; "
             "use the labels file that belongs to these images"
         )
-    return X, y
+    return Table(X, y, image_shape=image_shape_of(images))
 
 
 def find_idx_file(folder: Path, stem: str) -> Path | None:
@@ -209,7 +219,7 @@ def read_idx_dir(folder: str | Path) -> tuple[Table, Table | None]:
                 f"IDX folder {str(folder)!r} has {have.name} but no {part}-{missing}-ubyte[.gz]; add the missing file"
             )
         if images is not None:
-            pairs.append(Table(*read_idx_pair(images, labels)))
+            pairs.append(read_idx_pair(images, labels))
     if not pairs:
         raise NetfitError(
             f"IDX folder {str(folder)!r} has no train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz] "
@@ -232,14 +242,14 @@ def read_idx_source(path: Path) -> Table:
     X = idx_images(array, str(path))
     labels = labels_next_to(path)
     if labels is None:
-        return Table(X, None)
+        return Table(X, None, image_shape=image_shape_of(array))
     y = idx_labels(read_idx(labels), str(labels))
     if len(X) != len(y):
         raise NetfitError(
             f"{str(path)!r} has {len(X)} images but {str(labels)!r} has {len(y)} labels; "
             "use the labels file that belongs to these images"
         )
-    return Table(X, y)
+    return Table(X, y, image_shape=image_shape_of(array))
 
 
 def labels_next_to(images: Path) -> Path | None:

@@ -36,5 +36,7 @@ class RawData:
     feature_names: list[str] | None = None  # column names, when the source has them
     test_ignored: tuple[str, ...] = ()  # columns of data.test_path that are neither features nor targets, unused
     image: ImageGeometry | None = None  # how an image folder's files became rows (None for other data)
+    # (height, width, channels) of each row's pixels: image folders, IDX files, arrays of images; else None
+    image_shape: tuple[int, int, int] | None = None
     # The file's rows of each part, (train, test), when data.test_fraction split one file into both
     split: tuple[np.ndarray, np.ndarray] | None = None

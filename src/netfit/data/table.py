@@ -36,6 +36,7 @@ class Table(NamedTuple):
     y: np.ndarray | None
     feature_names: list[str] | None = None
     ignored: tuple[str, ...] = ()
+    image_shape: tuple[int, int, int] | None = None  # (height, width, channels) of each row's pixels, when known
 
 
 @dataclass(frozen=True)
