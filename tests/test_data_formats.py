@@ -36,8 +36,8 @@ def _images(n: int = 6, rows: int = 4, cols: int = 3, seed: int = 0) -> np.ndarr
 def test_shipped_sample_is_the_real_mnist_test_set():
     folder = resources.files("netfit.data") / "mnist-t10k"
     with resources.as_file(folder) as path:
-        X, y = read_idx_pair(path / "t10k-images-idx3-ubyte.gz", path / "t10k-labels-idx1-ubyte.gz")
-    assert X.shape == (10_000, 784) and X.dtype == np.uint8
+        X, y, *_, image_shape = read_idx_pair(path / "t10k-images-idx3-ubyte.gz", path / "t10k-labels-idx1-ubyte.gz")
+    assert X.shape == (10_000, 784) and X.dtype == np.uint8 and image_shape == (28, 28, 1)
     assert y.dtype == np.int64
     assert np.bincount(y).tolist() == MNIST_TEST_COUNTS
     assert X.min() == 0 and X.max() == 255
@@ -48,7 +48,7 @@ def test_shipped_sample_is_the_real_mnist_test_set():
 def test_idx_reads_gzip_and_raw_alike(tmp_path, write_idx, gzipped):
     images = _images()
     labels = np.arange(6, dtype=np.uint8)
-    X, y = read_idx_pair(write_idx(tmp_path / "a-images-idx3-ubyte", images, gzipped),
+    X, y, *_ = read_idx_pair(write_idx(tmp_path / "a-images-idx3-ubyte", images, gzipped),
                          write_idx(tmp_path / "a-labels-idx1-ubyte", labels, gzipped))
     assert X.shape == (6, 12) and X.dtype == np.uint8
     np.testing.assert_array_equal(X, images.reshape(6, -1))

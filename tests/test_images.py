@@ -32,7 +32,7 @@ def run_cli(capsys, *argv):
 @pytest.fixture(scope="module")
 def digits():
     """The first PER_CLASS MNIST test digits of each class: X (n, 784) uint8 and y int64, class by class."""
-    X, y = read_idx_pair(MNIST / "t10k-images-idx3-ubyte.gz", MNIST / "t10k-labels-idx1-ubyte.gz")
+    X, y, *_ = read_idx_pair(MNIST / "t10k-images-idx3-ubyte.gz", MNIST / "t10k-labels-idx1-ubyte.gz")
     rows = np.concatenate([np.flatnonzero(y == c)[:PER_CLASS] for c in range(10)])
     return X[rows], y[rows]
 
