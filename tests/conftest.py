@@ -10,6 +10,7 @@ import os
 os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
 import gzip
+import signal
 import struct
 from pathlib import Path
 
@@ -30,6 +31,36 @@ def fashion_mnist() -> Path:
                     "dataset-fashion-mnist` (scripts/test.sh does it when it runs as root or with sudo)",
                     pytrace=False)
     return FASHION_MNIST
+
+
+@pytest.fixture
+def cut_at_step(monkeypatch):
+    """``cut_at_step(spec, out, step) -> run folder``: train ``spec`` under ``out``, sending this process
+    SIGTERM during the ``step``-th training step of the run (1-based, counted across epochs); the run
+    stops there with a checkpoint of that exact position, as a user's Ctrl-C or a scheduler's kill."""
+    import netfit
+    import netfit.progress
+
+    def cut(spec, out: Path, step: int) -> Path:
+        steps = []
+        real_advance = netfit.progress.Progress.advance
+
+        def advance(self, done):
+            steps.append(done)
+            if len(steps) == step:
+                os.kill(os.getpid(), signal.SIGTERM)
+            real_advance(self, done)
+
+        monkeypatch.setattr(netfit.progress.Progress, "advance", advance)
+        try:
+            with pytest.raises(netfit.TrainingInterrupted):
+                netfit.fit(spec, out=out, progress=None)
+        finally:
+            monkeypatch.setattr(netfit.progress.Progress, "advance", real_advance)
+        (run_dir,) = out.iterdir()
+        return run_dir
+
+    return cut
 
 
 _IDX_TYPE_CODES = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(np.int16): 0x0B,

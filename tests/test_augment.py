@@ -9,8 +9,6 @@ and data that are not images are refused in one line before anything trains.
 from __future__ import annotations
 
 import io
-import os
-import signal
 import subprocess
 import sys
 
@@ -91,25 +89,12 @@ def _with_augment(**augment):
     return {**MNIST, "data": {**MNIST["data"], "augment": augment}}
 
 
-def test_augmented_training_differs_and_resumes_mid_epoch_to_the_same_weights(tmp_path, monkeypatch):
+def test_augmented_training_differs_and_resumes_mid_epoch_to_the_same_weights(tmp_path, cut_at_step):
     spec = _with_augment(shift=2, flip=True)
     plain = netfit.fit(MNIST, out=tmp_path / "plain", progress=None)
     reference = netfit.fit(spec, out=tmp_path / "whole", progress=None)
     assert reference.history.epochs[0].train_loss > plain.history.epochs[0].train_loss  # the images did change
-    steps = []
-    real_step = netfit.progress.Progress.advance
-
-    def step(self, done):
-        steps.append(done)
-        if len(steps) == 72 + 30:  # 72 steps an epoch (7,200 training rows): epoch 2, step 30
-            os.kill(os.getpid(), signal.SIGTERM)
-        real_step(self, done)
-
-    monkeypatch.setattr(netfit.progress.Progress, "advance", step)
-    with pytest.raises(netfit.TrainingInterrupted):
-        netfit.fit(spec, out=tmp_path / "cut", progress=None)
-    monkeypatch.setattr(netfit.progress.Progress, "advance", real_step)
-    (run_dir,) = (tmp_path / "cut").iterdir()
+    run_dir = cut_at_step(spec, tmp_path / "cut", 72 + 30)  # 72 steps an epoch (7,200 training rows): epoch 2, step 30
     state = read_checkpoint(list_checkpoints(run_dir)[-1]).training_state()
     assert (state.epochs_done, state.steps_into_epoch) == (1, 30)
     resumed = netfit.resume(run_dir, progress=None)

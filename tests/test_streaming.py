@@ -4,8 +4,6 @@ epoch, exact resumes, evaluation in chunks, and clear refusals of what cannot be
 from __future__ import annotations
 
 import json
-import os
-import signal
 
 import numpy as np
 import pyarrow as pa
@@ -120,25 +118,12 @@ def test_a_resumed_epoch_draws_the_same_batches_and_reads_no_chunk_it_skips(tmp_
     assert torch.equal(whole_generator.get_state(), resumed_generator.get_state())  # the next epoch agrees
 
 
-def test_a_streamed_run_stopped_by_sigterm_mid_epoch_resumes_to_the_same_weights(tmp_path, digits, monkeypatch):
+def test_a_streamed_run_stopped_by_sigterm_mid_epoch_resumes_to_the_same_weights(tmp_path, digits, cut_at_step):
     parquet, _ = digits
     spec = {"model": {"hidden": [32]}, "train": {**TRAIN, "epochs": 2, "checkpoint_every": 1},
             "data": _streamed(parquet)}
     reference = netfit.fit(spec, out=tmp_path / "whole", progress=None)
-    steps = []
-    real_step = netfit.progress.Progress.advance
-
-    def step(self, done):
-        steps.append(done)
-        if len(steps) == 70:  # epoch 2 (51 steps an epoch), step 19
-            os.kill(os.getpid(), signal.SIGTERM)
-        real_step(self, done)
-
-    monkeypatch.setattr(netfit.progress.Progress, "advance", step)
-    with pytest.raises(netfit.TrainingInterrupted):
-        netfit.fit(spec, out=tmp_path / "cut", progress=None)
-    monkeypatch.setattr(netfit.progress.Progress, "advance", real_step)
-    (run_dir,) = (tmp_path / "cut").iterdir()
+    run_dir = cut_at_step(spec, tmp_path / "cut", 70)  # epoch 2 (51 steps an epoch), step 19
     state = read_checkpoint(list_checkpoints(run_dir)[-1]).training_state()
     assert (state.epochs_done, state.steps_into_epoch) == (1, 19)
     resumed = netfit.resume(run_dir, progress=None)
