@@ -80,7 +80,8 @@ def load_split(folder: str, prefix: str) -> tuple[np.ndarray, np.ndarray]:
     except Exception:  # a netfit without it, or one mid-edit: the baselines must not depend on its state
         X, y = _read_idx(images), _read_idx(labels)
         return X.reshape(len(X), -1), y.astype(np.int64)
-    return read_idx_pair(images, labels)
+    pair = read_idx_pair(images, labels)
+    return pair[0], pair[1]  # (X, y), or a Table that also carries the image shape
 
 
 def _read_idx(path: Path) -> np.ndarray:
