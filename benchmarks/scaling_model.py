@@ -59,7 +59,7 @@ def measured(results: Path) -> dict:
             r = run["results"][name]
             later = r["epoch_times"][1:]  # the first epoch carries warm-up and capture
             out[kind].setdefault(batch, []).extend(t / steps(r["train_rows"], batch) for t in later)
-    fast_steps = steps(60_000, 512)  # fashion-mnist-fast.toml: all 60,000 training images, batch 512
+    fast_steps = steps(60_000, 512)  # fashion-mnist-fast.toml as it was then: 784-512-256, 60,000 images, batch 512
     fast_per_step = [t / fast_steps for run in fast["runs"] for t in run["epoch_seconds"][1:]]
     out["sources"] = {
         "graph_64_compare_us": 1e6 * statistics.median(out["graph"][64]),
