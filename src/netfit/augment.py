@@ -1,8 +1,9 @@
 """Data augmentation of training images: random shifts and mirror flips (``data.augment``).
 
 A fully-connected network sees an image as a list of pixels, so a garment one pixel to the left is
-a new input to it; showing it each training image moved a little and mirrored is what lifts it
-past the accuracy it reaches on the fixed training set (``configs/fashion-mnist-best.toml``).
+a new input to it; showing it each training image moved a little and mirrored teaches it that they
+are the same garment. Whether that pays within a time budget depends on the data and the network:
+on Fashion-MNIST within 10 CPU minutes it did not (docs/benchmarks.md, "The accuracy ceiling").
 
 The transform runs on the device on each gathered batch, on the stored uint8 pixels, before
 scaling: one ``gather`` does the shift and the flip together. Written here rather than taken from

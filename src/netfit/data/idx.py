@@ -24,8 +24,8 @@ from ..errors import NetfitError
 from ..files import open_regular, require_memory
 from .table import Table
 
-__all__ = ["parse_idx", "read_idx", "idx_images", "image_shape_of", "idx_labels", "read_idx_pair", "read_idx_dir", "find_idx_file",
-           "labels_next_to"]
+__all__ = ["parse_idx", "read_idx", "idx_images", "image_shape_of", "idx_labels", "read_idx_pair", "read_idx_dir",
+           "find_idx_file", "labels_next_to"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
 
