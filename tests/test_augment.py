@@ -170,8 +170,22 @@ def test_flattened_rows_of_pixels_are_refused_they_could_be_any_shape():
     # 2,304 pixels are 48x48, or 36x64, or 24x96: netfit will not guess which.
     X, y = np.zeros((60, 2304), dtype=np.uint8), np.repeat(np.arange(3), 20)
     spec = {"data": {"augment": {"shift": 1}}, "train": {"epochs": 1}}
-    with pytest.raises(NetfitError, match=r"uint8 array of shape \(n, height, width\[, channels\]\)"):
+    with pytest.raises(NetfitError, match=r"array of shape \(n, height, width\[, channels\]\)"):
         netfit.fit(spec, X, y, out=None, progress=None)
+
+
+def test_numpy_files_of_images_keep_their_shape_and_flat_ones_are_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    images, y = rng.integers(0, 256, (90, 12, 10), dtype=np.uint8), np.repeat(np.arange(3), 30)
+    np.savez(tmp_path / "images.npz", X=images, y=y)
+    np.savez(tmp_path / "flat.npz", X=images.reshape(90, -1), y=y)
+    spec = lambda name, shift: {"model": {"hidden": [8]}, "train": {"epochs": 1},  # noqa: E731
+                                "data": {"path": str(tmp_path / name), "augment": {"shift": shift}}}
+    netfit.fit(spec("images.npz", 9), out=None, progress=None)
+    with pytest.raises(NetfitError, match="would move images of height 12 and width 10 out of sight"):
+        netfit.fit(spec("images.npz", 10), out=None, progress=None)
+    with pytest.raises(NetfitError, match="the rows of flat.npz are not images of a known height and width"):
+        netfit.fit(spec("flat.npz", 1), out=None, progress=None)
 
 
 def test_idx_images_keep_their_shape_whatever_the_scaling():

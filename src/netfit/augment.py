@@ -96,8 +96,8 @@ def check_augment(options: AugmentSpec, shape: tuple[int, int, int] | None, sour
     if shape is None:
         raise NetfitError(f"data.augment moves and mirrors images, but the rows of {source} are not images of a known "
                           "height and width; use an image folder, an IDX dataset (mnist-sample, mnist, fashion-mnist, "
-                          "kmnist, or IDX files) or, in Python, a uint8 array of shape (n, height, width[, channels]); "
-                          "or remove [data.augment]")
+                          "kmnist, or IDX files), or an .npz/.npy file or (in Python) an array of shape "
+                          "(n, height, width[, channels]); or remove [data.augment]")
     height, width, _ = shape
     if options.shift >= min(height, width):
         raise NetfitError(f"data.augment.shift = {options.shift} would move images of height {height} and width "

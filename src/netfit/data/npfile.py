@@ -24,6 +24,7 @@ from numpy.lib import format as npy_format
 
 from ..errors import NetfitError
 from ..files import describe_bytes, open_regular, require_memory
+from .idx import image_shape_of
 from .table import ReadOptions, Table
 
 __all__ = ["npy_tables", "npz_tables"]
@@ -77,7 +78,11 @@ def npy_tables(path: Path, options: ReadOptions, chunk_rows: int | None) -> Iter
             converting = out != header.dtype
             require_memory(header.nbytes + (_converted_bytes(header, out) if converting else 0),
                            f"{source!r} ({header.describe()})", _MEMORY_FIX)
-            yield Table(_features(_read_array(handle, header, source), out), None)
+            array = _read_array(handle, header, source)
+            image_shape = image_shape_of(array)
+            X = _features(array, out)
+            del array  # a converted copy stands alone, as before
+            yield Table(X, None, image_shape=image_shape)
             return
         # A memory map reads only the rows of the chunk being copied, so a file larger than memory streams.
         mapped = (np.empty(header.shape, header.dtype) if header.nbytes == 0 else
@@ -167,14 +172,19 @@ def npz_tables(path: Path, options: ReadOptions, chunk_rows: int | None) -> Iter
                 members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
                 x_key = _one_key(list(members), _NPZ_FEATURE_KEYS, source, required=True)
                 y_key = _one_key(list(members), _NPZ_TARGET_KEYS, source, required=False)
-                X = _read_member(archive, members[x_key], f"{source}[{x_key!r}]", _feature_dtype, _features)
+                # Kept as read until its shape is known: (n, height, width[, channels]) arrays are images.
+                features, out = _read_member(archive, members[x_key], f"{source}[{x_key!r}]", _feature_dtype,
+                                             lambda array, dtype: (array, dtype))
+                image_shape = image_shape_of(features)
+                X = _features(features, out)
+                del features  # a converted copy stands alone, as before
                 y = None if y_key is None else _read_member(archive, members[y_key], f"{source}[{y_key!r}]",
                                                             _target_dtype, _targets)
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError) as err:
             # RuntimeError: an encrypted member; NotImplementedError: a compression zipfile lacks;
             # OSError: offsets in the archive that point outside the file.
             raise NetfitError(f"{source!r} is not a readable .npz archive ({err}); save it with numpy.savez") from None
-    yield Table(X, y)
+    yield Table(X, y, image_shape=image_shape)
 
 
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, source: str, plan, convert) -> np.ndarray:
