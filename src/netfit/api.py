@@ -260,7 +260,7 @@ def _train(spec: Spec, X: Any, y: Any, out_dir: Path | None, run_dir: Path | Non
         try:
             with _cpu_threads(device, ranks.local_size):
                 augment = image_augment(spec.data.augment, data.image_shape, len(data.train), spec.train.seed,
-                                        device, prep.dataset)
+                                        device)
                 if augment is not None:
                     reporter.note(f"netfit: {augment.describe()}")
                     caution = mirror_caution(spec.data.augment, spec.data.dataset)

@@ -106,7 +106,9 @@ def check_augment(options: AugmentSpec, shape: tuple[int, int, int] | None, sour
 
 
 def image_augment(options: AugmentSpec, shape: tuple[int, int, int] | None, rows: int, seed: int,
-                  device: torch.device, source: str) -> ImageAugment | None:
-    """The run's augmentation of its ``rows`` training images, None when ``data.augment`` asks for none."""
-    check_augment(options, shape, source)
+                  device: torch.device) -> ImageAugment | None:
+    """The run's augmentation of its ``rows`` training images, None when ``data.augment`` asks for none.
+
+    ``start_training`` has already refused, with ``check_augment``, data that cannot be augmented.
+    """
     return ImageAugment(options, shape, rows, seed, device) if options.enabled else None

@@ -16,7 +16,7 @@ import torch
 
 from .encoder import as_arrow, check_cells, fit_encoder, infer_column_types
 from .data import RawData, check_arrays, load_raw, split_rows
-from .data.idx import image_shape_of
+from .data.table import image_shape_of
 from .errors import NetfitError
 from .features import InputLayout
 from .preparation import Preparation, encoded_sha256

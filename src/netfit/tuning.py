@@ -445,6 +445,14 @@ def _work(job: dict[str, Any], study: Any, progress: ProgressTarget, optuna: Any
             raise stopped[0]
 
 
+def _record_run(trial: Any, metric: str, run_dir: Path, task: str) -> str:
+    """Note the trial's run folder and the metric it is judged on (tune.metric, or the task's own); return that name."""
+    name = metric if metric != "auto" else metric_name(task)
+    trial.set_user_attr("run_dir", str(run_dir))
+    trial.set_user_attr("metric", name)
+    return name
+
+
 def _objective(spec: Spec, study_dir: Path, progress: ProgressTarget, optuna: Any, stopped: list[BaseException]):
     from .api import fit
     from .rundir import is_finished, read_run
@@ -471,13 +479,8 @@ def _objective(spec: Spec, study_dir: Path, progress: ProgressTarget, optuna: An
                 raise
             stopped.append(stop)
             saved = read_run(callback.run_dir)
-            name = metric if metric != "auto" else metric_name(saved.preparation.task)
-            trial.set_user_attr("run_dir", str(callback.run_dir))
-            trial.set_user_attr("metric", name)
-            return float(saved.metrics[name])
-        trial.set_user_attr("run_dir", str(run.run_dir))
-        name = metric if metric != "auto" else metric_name(run.model.task)
-        trial.set_user_attr("metric", name)
+            return float(saved.metrics[_record_run(trial, metric, callback.run_dir, saved.preparation.task)])
+        name = _record_run(trial, metric, run.run_dir, run.model.task)
         if callback.pruned:
             raise optuna.TrialPruned(f"trial {trial.number} pruned")
         return float(run.metrics[name])

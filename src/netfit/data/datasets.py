@@ -22,9 +22,10 @@ import numpy as np
 from ..errors import NetfitError
 from ..registry import Registry
 from .download import MirrorsUnreachable, download_files
-from .formats import find_idx_file, idx_images, idx_labels, image_shape_of, parse_idx, read_idx_pair
+from .formats import find_idx_file, idx_images, idx_labels, parse_idx, read_idx_pair
 from .rawdata import RawData
 from .split import split_rows
+from .table import image_shape_of
 
 __all__ = ["DATASETS", "IDX_FILES", "SYSTEM_DATA_DIRS", "load_builtin", "cache_root", "search_folders"]
 

@@ -62,8 +62,8 @@ from ..files import open_regular
 from ..registry import Registry
 from .csvfile import csv_columns, csv_tables
 from .arrowfile import feather_tables
-from .idx import (find_idx_file, idx_images, idx_labels, image_shape_of, parse_idx, read_idx, read_idx_dir,
-                  read_idx_pair, read_idx_source)
+from .idx import (find_idx_file, idx_images, idx_labels, parse_idx, read_idx, read_idx_dir, read_idx_pair,
+                  read_idx_source)
 from .images import IMAGE_SUFFIXES, is_image_folder, list_images, read_images
 from .npfile import npy_tables, npz_tables
 from .parquetfile import parquet_tables
@@ -79,7 +79,6 @@ __all__ = [
     "parse_idx",
     "read_idx",
     "idx_images",
-    "image_shape_of",
     "idx_labels",
     "read_idx_pair",
     "read_idx_dir",

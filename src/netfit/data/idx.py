@@ -22,9 +22,9 @@ import numpy as np
 
 from ..errors import NetfitError
 from ..files import open_regular, require_memory
-from .table import Table
+from .table import Table, image_shape_of
 
-__all__ = ["parse_idx", "read_idx", "idx_images", "image_shape_of", "idx_labels", "read_idx_pair", "read_idx_dir",
+__all__ = ["parse_idx", "read_idx", "idx_images", "idx_labels", "read_idx_pair", "read_idx_dir",
            "find_idx_file", "labels_next_to"]
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -158,15 +158,6 @@ def idx_images(array: np.ndarray, source: str) -> np.ndarray:
             "did you swap the images and labels files?"
         )
     return array.reshape(len(array), -1)
-
-
-def image_shape_of(array: np.ndarray) -> tuple[int, int, int] | None:
-    """(height, width, channels) of an (n, height, width[, channels]) array of images, else None."""
-    if array.ndim == 3:
-        return array.shape[1], array.shape[2], 1
-    if array.ndim == 4:
-        return array.shape[1], array.shape[2], array.shape[3]
-    return None
 
 
 def idx_labels(array: np.ndarray, source: str) -> np.ndarray:

@@ -24,8 +24,7 @@ from numpy.lib import format as npy_format
 
 from ..errors import NetfitError
 from ..files import describe_bytes, open_regular, require_memory
-from .idx import image_shape_of
-from .table import ReadOptions, Table
+from .table import ReadOptions, Table, image_shape_of
 
 __all__ = ["npy_tables", "npz_tables"]
 

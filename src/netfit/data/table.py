@@ -20,7 +20,7 @@ from typing import Mapping, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["Table", "ReadOptions"]
+__all__ = ["Table", "ReadOptions", "image_shape_of"]
 
 
 class Table(NamedTuple):
@@ -37,6 +37,15 @@ class Table(NamedTuple):
     feature_names: list[str] | None = None
     ignored: tuple[str, ...] = ()
     image_shape: tuple[int, int, int] | None = None  # (height, width, channels) of each row's pixels, when known
+
+
+def image_shape_of(array: np.ndarray) -> tuple[int, int, int] | None:
+    """(height, width, channels) of an (n, height, width[, channels]) array of images, else None."""
+    if array.ndim == 3:
+        return array.shape[1], array.shape[2], 1
+    if array.ndim == 4:
+        return array.shape[1], array.shape[2], array.shape[3]
+    return None
 
 
 @dataclass(frozen=True)
